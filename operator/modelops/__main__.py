@@ -1,0 +1,44 @@
+"""`python -m modelops run`: the operator (kopf, standalone or with peering) and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from modelops import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelops", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"modelops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="watch only this namespace (repeatable); default: all (also MODELOPS_NAMESPACES)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
+    run.add_argument("--peering", default=None,
+                     help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
+    run.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    import kopf
+
+    from modelops.config import OperatorConfig
+    from modelops.handlers import modeldeployment  # noqa: F401 - registers the handlers
+
+    namespaces = args.namespace or OperatorConfig().namespaces
+    kopf.configure(verbose=args.verbose, log_prefix=True)
+    if not args.verbose:  # every watch event's "handler succeeded" is noise at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces, namespaces=namespaces,
+        standalone=args.peering is None, peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""The ModelDeployment API (``modelops.dev/v1alpha1``): spec and status models.
+
+These pydantic models are the single source of the CRD (``python -m modelops.crdgen``):
+field descriptions become ``kubectl explain`` text, ``Field`` constraints become
+OpenAPI validation, and ``cel(...)`` rules become ``x-kubernetes-validations`` that the
+API server evaluates, so an invalid manifest is refused at ``kubectl apply`` with the
+field named. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+GROUP = "modelops.dev"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["md", "mdep"]
+
+# A Go-style duration as used across Kubernetes and Argo Rollouts: 30s, 2m, 1h30m, 500ms.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# resource.Quantity's own pattern (k8s.io/apimachinery/pkg/api/resource).
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+SOURCE_PATTERN = r"^(gs://[a-z0-9][-a-z0-9_.]{1,221}[a-z0-9](/.*)?|hf://[^/\s]+/[^/\s]+|ollama://[^\s]+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.*)$"
+GS_PATTERN = r"^gs://[a-z0-9][-a-z0-9_.]{1,221}[a-z0-9]/.*$"
+# ModelDeployment names are DNS labels short enough that "<name>-<8-char hash>" is one too.
+MAX_NAME_LENGTH = 52
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              use_enum_values=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- model
+class ModelSpec(_Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")] = Field(
+        description="The model name clients send as `model` in OpenAI requests (e.g. gemma-2-9b-it).")
+    source: Annotated[str, StringConstraints(max_length=1024, pattern=SOURCE_PATTERN)] = Field(
+        description="Where the weights come from: `gs://bucket/prefix/` (copied into the pod's model cache by "
+                    "the storage initializer, checksum-verified), `hf://org/repo` (the engine downloads it), "
+                    "`ollama://name:tag` (pulled by Ollama; ollama engine only) or `pvc://claim/path` "
+                    "(a PersistentVolumeClaim mounted read-only).")
+    metadata: Annotated[str, StringConstraints(max_length=1024, pattern=GS_PATTERN)] | None = Field(
+        default=None,
+        description="Optional serving config written by the model-selection pipeline: a "
+                    "`gs://…/best_model_metadata.json` object, or a prefix (ending in `/`) meaning the newest "
+                    "`{timestamp}_{commit}/best_model_metadata.json` under it. The gateway applies its "
+                    "hyperparameters and prompt template as defaults. A change is rolled out like a spec change.")
+
+
+# --------------------------------------------------------------------------- engine
+class EngineType(str, Enum):
+    vllm = "vllm"
+    ollama = "ollama"
+
+
+class EnvVar(_Model):
+    name: Annotated[str, StringConstraints(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")] = Field(
+        description="Environment variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None, description="As a container's env[].valueFrom (secretKeyRef, configMapKeyRef, fieldRef, ...).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class OllamaOptions(_Model):
+    num_ctx: int | None = Field(default=None, ge=256, le=1048576,
+                                description="Context window (OLLAMA_CONTEXT_LENGTH).")
+    keep_alive: Annotated[str, StringConstraints(pattern=r"^(-1|0|([0-9]+(ms|s|m|h))+)$")] = Field(
+        default="-1", description="How long Ollama keeps the model loaded (OLLAMA_KEEP_ALIVE); -1 = forever.")
+
+
+class EngineSpec(_Model):
+    type: EngineType = Field(default=EngineType.vllm, description="The inference engine: vllm or ollama.")
+    image: str = Field(default="", max_length=512,
+                       description="Engine image; empty means the operator's configured default for the engine.")
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="Extra engine arguments, appended to the defaults.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=64,
+                              description="Extra environment variables for the engine container.")
+    ollama: OllamaOptions | None = Field(default=None, description="Ollama options (ollama engine only).")
+
+
+# --------------------------------------------------------------------------- resources
+class GPUSpec(_Model):
+    count: int = Field(default=1, ge=0, le=64,
+                       description="GPUs per replica: the nvidia.com/gpu limit; vLLM's tensor-parallel size.")
+    type: Annotated[str, StringConstraints(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None = Field(
+        default=None,
+        description="GPU type (e.g. nvidia-l4, nvidia-h100-80gb): mapped to node labels by the operator's "
+                    "GPU-type map (GKE `cloud.google.com/gke-accelerator` and GPU feature discovery "
+                    "`nvidia.com/gpu.product` by default). Empty: any GPU node.")
+
+
+class ResourcesSpec(_Model):
+    gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPUs per replica.")
+    cpu: Quantity | None = Field(default=None, description="CPU request and limit per replica (e.g. \"4\").")
+    memory: Quantity | None = Field(default=None, description="Memory request and limit per replica (e.g. 16Gi).")
+
+
+# --------------------------------------------------------------------------- traffic
+class ParentRef(_Model):
+    name: str = Field(min_length=1, max_length=253, description="Gateway name.")
+    namespace: str | None = Field(default=None, max_length=63, description="Gateway namespace.")
+    section_name: str | None = Field(default=None, max_length=253, description="Listener name.")
+
+
+class GatewaySpec(_Model):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=16,
+                                         description="Gateways the HTTPRoute attaches to.")
+    hostnames: list[str] = Field(default_factory=list, max_length=16, description="HTTPRoute hostnames.")
+
+
+class Router(str, Enum):
+    service = "service"
+    gateway_api = "gateway-api"
+
+
+class TrafficSpec(_Model):
+    router: Router = Field(
+        default=Router.service,
+        description="`service`: a Service per ModelDeployment, no traffic manager (canary weights are "
+                    "approximated by replica counts). `gateway-api`: an HTTPRoute with weighted backendRefs.")
+    gateway: GatewaySpec | None = Field(default=None, description="HTTPRoute settings (router gateway-api).")
+
+
+# --------------------------------------------------------------------------- rollout
+class Pause(_Model):
+    duration: Duration | None = Field(default=None, description="How long to pause; empty waits for promote.")
+
+
+class AnalysisStep(_Model):
+    metrics: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="Names of spec.rollout.analysis.metrics to run at this step; empty: all.")
+    duration: Duration | None = Field(default=None, description="How long to analyse at this step.")
+
+
+class CanaryStep(_Model):
+    set_weight: int | None = Field(default=None, ge=0, le=100, description="Percent of traffic to the new revision.")
+    pause: Pause | None = Field(default=None, description="Pause, for a duration or until promoted.")
+    analysis: AnalysisStep | None = Field(default=None, description="Run an analysis at this step.")
+
+
+class CanarySpec(_Model):
+    steps: list[CanaryStep] = Field(
+        default_factory=list, max_length=64,
+        description="Steps in order; weights must not decrease. No steps: the new revision takes all "
+                    "traffic once it is ready and its analysis passes.")
+
+
+class BlueGreenSpec(_Model):
+    auto_promote: bool = Field(default=True, description="Promote as soon as the new revision is ready and checks pass.")
+    scale_down_delay: Duration = Field(default="5m", description="Keep the old revision warm this long after promotion.")
+
+
+class HeaderMatch(_Model):
+    headers: dict[str, str] = Field(min_length=1, description="Exact header matches that select the challenger.")
+
+
+class ABTestSpec(_Model):
+    weight: int = Field(default=20, ge=0, le=100, description="Percent of users routed to the challenger.")
+    match: list[HeaderMatch] = Field(default_factory=list, max_length=8,
+                                     description="Requests matching any of these go to the challenger.")
+    sticky_header: str = Field(default="x-user-id", max_length=128,
+                               description="Header identifying a user for sticky assignment (the OpenAI "
+                                           "`user` field is used when the header is absent).")
+
+
+class GoldenExpect(_Model):
+    regex: str | None = Field(default=None, max_length=1024, description="The answer must match this regex.")
+    max_latency: Duration | None = Field(default=None, description="The answer must arrive within this time.")
+    status: int = Field(default=200, ge=100, le=599, description="Expected HTTP status.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="The answer must be JSON valid against this schema.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class GoldenPrompt(_Model):
+    prompt: str = Field(min_length=1, max_length=16384, description="Prompt sent as a chat message.")
+    expect: GoldenExpect = Field(default_factory=GoldenExpect, description="What the answer must satisfy.")
+
+
+class PrePromotion(_Model):
+    golden_prompts: list[GoldenPrompt] = Field(default_factory=list, max_length=32,
+                                               description="Sent to the new revision before it gets traffic.")
+
+
+class PrometheusProvider(_Model):
+    address: Annotated[str, StringConstraints(pattern=r"^https?://.+")] = Field(
+        description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.")
+
+
+class Provider(_Model):
+    prometheus: PrometheusProvider = Field(description="A Prometheus server.")
+
+
+class MetricTemplate(str, Enum):
+    error_rate = "errorRate"
+    latency_p95 = "latencyP95"
+    ttft_p95 = "ttftP95"
+
+
+class Metric(_Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = Field(
+        description="Metric name, unique within the analysis.")
+    template: MetricTemplate | None = Field(default=None, description="A built-in query over the gateway's metrics.")
+    query: str | None = Field(default=None, max_length=8192,
+                              description="PromQL; {{revision}}, {{stable}}, {{namespace}}, {{name}} are substituted.")
+    max: float | None = Field(default=None, description="Fails when the value is above this.")
+    min: float | None = Field(default=None, description="Fails when the value is below this.")
+    max_ratio_to_stable: float | None = Field(default=None, gt=0,
+                                              description="Fails when value / the stable revision's value is above this.")
+    min_samples: int = Field(default=0, ge=0, description="Fewer requests than this gives Inconclusive.")
+
+
+class AnalysisSpec(_Model):
+    interval: Duration = Field(default="30s", description="Time between measurements.")
+    failure_limit: int = Field(default=2, ge=0, description="Failed measurements tolerated before abort.")
+    consecutive_error_limit: int = Field(default=5, ge=0,
+                                         description="Provider errors in a row tolerated before abort.")
+    bake_time: Duration | None = Field(default=None, description="Keep analysing after promotion; degradation rolls back.")
+    pre_promotion: PrePromotion | None = Field(default=None, description="Quality gate before traffic.")
+    provider: Provider | None = Field(default=None, description="Where metrics come from.")
+    metrics: list[Metric] = Field(default_factory=list, max_length=32, description="What to measure.")
+
+
+class Strategy(str, Enum):
+    canary = "Canary"
+    blue_green = "BlueGreen"
+    ab_test = "ABTest"
+
+
+class RolloutSpec(_Model):
+    strategy: Strategy = Field(default=Strategy.canary, description="Canary | BlueGreen | ABTest.")
+    canary: CanarySpec | None = Field(default=None, description="Canary steps.")
+    blue_green: BlueGreenSpec | None = Field(default=None, description="Blue-green settings.")
+    ab_test: ABTestSpec | None = Field(default=None, description="A/B split settings.")
+    progress_deadline: Duration = Field(default="15m",
+                                        description="A new revision not ready in this time fails; stable is untouched.")
+    analysis: AnalysisSpec | None = Field(default=None, description="Metric analysis and quality gates.")
+
+
+# --------------------------------------------------------------------------- spec
+class ModelDeploymentSpec(_Model):
+    model: ModelSpec = Field(description="What is served.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="How it is served.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica resources.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Replicas of the serving revision.")
+    service_account_name: str | None = Field(
+        default=None, max_length=253,
+        description="ServiceAccount for the pods (e.g. bound to a GCP service account with Workload Identity "
+                    "to read gs:// weights and metadata).")
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="How traffic reaches the revisions.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a new revision replaces the old.")
+
+
+# Cross-field rules the API server enforces (CEL), attached in crdgen by JSON path.
+CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "": [
+        cel("self.metadata.name.size() <= %d" % MAX_NAME_LENGTH,
+            "metadata.name must be at most %d characters (revision names add a hash)" % MAX_NAME_LENGTH,
+            reason="FieldValueInvalid"),
+    ],
+    "spec": [
+        cel("!self.model.source.startsWith('ollama://') || self.engine.type == 'ollama'",
+            "spec.model.source: ollama:// sources need spec.engine.type ollama", field_path=".model.source"),
+        cel("!has(self.engine.ollama) || self.engine.type == 'ollama'",
+            "spec.engine.ollama is only valid with spec.engine.type ollama", field_path=".engine.ollama"),
+        cel("self.traffic.router != 'gateway-api' || has(self.traffic.gateway)",
+            "spec.traffic.gateway (parentRefs) is required when spec.traffic.router is gateway-api",
+            field_path=".traffic.gateway"),
+    ],
+    "spec.resources.gpu": [
+        cel("!has(self.type) || self.count > 0", "spec.resources.gpu.type needs spec.resources.gpu.count > 0",
+            field_path=".type"),
+    ],
+    "spec.engine.env[]": [
+        cel("!(has(self.value) && has(self.valueFrom))", "an env var has either value or valueFrom, not both"),
+    ],
+    "spec.rollout.canary.steps[]": [
+        cel("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1",
+            "each canary step has exactly one of setWeight, pause, analysis"),
+    ],
+    "spec.rollout.canary.steps": [
+        cel("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            "spec.rollout.canary.steps: setWeight values must not decrease"),
+    ],
+    "spec.rollout.analysis.metrics[]": [
+        cel("has(self.template) != has(self.query)", "a metric has exactly one of template or query"),
+        cel("has(self.max) || has(self.min) || has(self.maxRatioToStable)",
+            "a metric needs a threshold: max, min or maxRatioToStable"),
+    ],
+    "spec.rollout.analysis.metrics": [
+        cel("self.all(m, self.exists_one(n, n.name == m.name))", "metric names must be unique"),
+    ],
+    "spec.rollout": [
+        cel("!has(self.strategy) || self.strategy != 'ABTest' || has(self.abTest)", "spec.rollout.abTest is required for strategy ABTest",
+            field_path=".abTest"),
+        cel("!has(self.analysis) || !has(self.analysis.metrics) || size(self.analysis.metrics) == 0 || "
+            "has(self.analysis.provider)",
+            "spec.rollout.analysis.provider is required when metrics are listed", field_path=".analysis.provider"),
+    ],
+}
+
+
+# --------------------------------------------------------------------------- status
+class ConditionStatus(str, Enum):
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class Condition(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+    type: str = Field(description="Available, Ready, Progressing or Degraded.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word.")
+    message: str = Field(default="", description="What a person needs to know.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="The generation this was computed for.")
+
+
+class Phase(str, Enum):
+    pending = "Pending"
+    progressing = "Progressing"
+    paused = "Paused"
+    healthy = "Healthy"
+    degraded = "Degraded"
+    rolled_back = "RolledBack"
+    failed = "Failed"
+
+
+class RevisionRecord(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+    name: str = Field(description="Revision (Deployment) name.")
+    model: str = Field(default="", description="Model name.")
+    source: str = Field(default="", description="Model source.")
+    engine: str = Field(default="", description="Engine type.")
+    image: str = Field(default="", description="Engine image.")
+    created: str | None = Field(default=None, description="When the revision was first rolled out (RFC 3339).")
+    started: str | None = Field(default=None, description="When its latest rollout started (RFC 3339).")
+    generation: int | None = Field(default=None, description="The spec generation that last rolled it out.")
+    outcome: str = Field(default="", description="Progressing, Serving, Superseded, Failed or RolledBack.")
+    reason: str = Field(default="", description="Why the outcome, in one word.")
+
+
+class ModelDeploymentStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+    observed_generation: int | None = Field(default=None, description="The spec generation this status is for.")
+    phase: Phase | None = Field(default=None, description="Derived from conditions.")
+    stable_revision: str | None = Field(default=None, description="The revision that serves.")
+    canary_revision: str | None = Field(default=None, description="The revision being rolled out.")
+    canary_weight: int | None = Field(default=None, description="Percent of traffic to the canary.")
+    current_step: int | None = Field(default=None, description="Index of the current rollout step.")
+    replicas: int | None = Field(default=None, description="Desired replicas of the serving revision.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas of the serving revision.")
+    ready: str | None = Field(default=None, description="ready/desired, for kubectl get.")
+    message: str | None = Field(default=None, description="What is happening, in words.")
+    conditions: list[Condition] = Field(default_factory=list, description="Available, Ready, Progressing, Degraded.",
+                                        json_schema_extra={"x-kubernetes-list-type": "map",
+                                                           "x-kubernetes-list-map-keys": ["type"]})
+    revisions: list[RevisionRecord] = Field(default_factory=list, description="Recent revisions, newest last.")
+    analysis: dict[str, Any] | None = Field(default=None, description="Last verdict per metric, with values.",
+                                            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "Engine", "type": "string", "jsonPath": ".spec.engine.type"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

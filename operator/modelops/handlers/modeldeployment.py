@@ -1,0 +1,68 @@
+"""kopf handlers: thin. Watch events poke the per-object worker; the worker reconciles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client, config as kubeconfig
+from prometheus_client import start_http_server
+
+from modelops import metrics
+from modelops.adapters.controller import Outcome, reconcile_once
+from modelops.adapters.kube import Kube
+from modelops.config import OperatorConfig
+from modelops.domain.spec import GROUP, PLURAL, VERSION
+from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
+
+from .workers import Workers
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        kubeconfig.load_incluster_config()
+        return client.ApiClient()
+    except kubeconfig.ConfigException:
+        return kubeconfig.new_client_from_config()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    cfg = OperatorConfig()
+    settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    memo.config = cfg
+    memo.kube = Kube(_api_client(), field_manager=cfg.field_manager)
+
+    async def run(namespace: str, name: str) -> Outcome:
+        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name)
+
+    memo.workers = Workers(run)
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
+    logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.workers.stop()
+    memo.kube.api.close()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def modeldeployment_event(type: str | None, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        memo.workers.forget(namespace, name)
+    else:
+        memo.workers.poke(namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def revision_event(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    owner = labels.get(LABEL_DEPLOYMENT)
+    if owner:
+        memo.workers.poke(namespace, owner)

@@ -1,0 +1,194 @@
+"""Pieces every engine's pod shares: the gateway, the storage initializer, GPU
+scheduling, volumes, labels and security contexts. Pure functions returning dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelops.config import OperatorConfig
+from modelops.domain.source import Source, parse_source, slug
+from modelops.domain.spec import ModelDeploymentSpec
+
+GATEWAY_PORT = 8080
+MODELS_DIR = "/models"
+PVC_DIR = "/mnt/pvc"
+UID = 1000
+
+LABEL_DEPLOYMENT = "modelops.dev/deployment"
+LABEL_REVISION = "modelops.dev/revision"
+LABEL_ENGINE = "modelops.dev/engine"
+MANAGED_BY = "modelops"
+
+
+class PlanError(ValueError):
+    """The spec cannot be turned into objects; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PodContext:
+    name: str  # the ModelDeployment
+    spec: ModelDeploymentSpec
+    config: OperatorConfig
+    revision: str  # "" while hashing
+
+    @property
+    def source(self) -> Source:
+        return parse_source(self.spec.model.source)
+
+    @property
+    def model_dir(self) -> str:
+        """Where the weights are inside the pod (gs:// copies and pvc:// mounts)."""
+        src = self.source
+        if src.scheme == "pvc":
+            return f"{PVC_DIR}/{src.location}" + (f"/{src.path}" if src.path else "")
+        return f"{MODELS_DIR}/{slug(self.spec.model.name)}"
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.resources.gpu.count
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: name}
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelops-inference",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": "modelops",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_DEPLOYMENT: name,
+    }
+
+
+def revision_labels(name: str, revision: str) -> dict[str, str]:
+    return {**common_labels(name), LABEL_REVISION: revision}
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
+    env = [
+        {"name": "MODELOPS_ENGINE", "value": ctx.spec.engine.type},
+        {"name": "MODELOPS_ENGINE_URL", "value": f"http://127.0.0.1:{engine_port}"},
+        {"name": "MODELOPS_MODEL", "value": ctx.spec.model.name},
+        {"name": "MODELOPS_REVISION", "value": ctx.revision},
+        {"name": "MODELOPS_PORT", "value": str(GATEWAY_PORT)},
+    ]
+    if ctx.spec.model.metadata:
+        env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.spec.model.metadata})
+    return {
+        "name": "gateway",
+        "image": ctx.config.inference_image,
+        "args": ["modelops-gateway"],
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": env,
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"},
+                           "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"},
+                          "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"}],
+    }
+
+
+def storage_initializer(ctx: PodContext) -> list[dict[str, Any]]:
+    if ctx.source.scheme != "gs":
+        return []
+    return [{
+        "name": "storage-initializer",
+        "image": ctx.config.inference_image,
+        "args": ["modelops-storage-initializer", ctx.spec.model.source, ctx.model_dir],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_DIR},
+                         {"name": "tmp", "mountPath": "/tmp", "subPath": "init"}],
+    }]
+
+
+def engine_resources(ctx: PodContext) -> dict[str, Any]:
+    res = ctx.spec.resources
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if res.cpu:
+        requests["cpu"] = res.cpu
+    if res.memory:
+        requests["memory"] = limits["memory"] = res.memory
+    if ctx.gpus:
+        limits[ctx.config.gpu_resource] = str(ctx.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def user_env(ctx: PodContext) -> list[dict[str, Any]]:
+    return [e.model_dump(by_alias=True, exclude_none=True) for e in ctx.spec.engine.env]
+
+
+def scheduling(ctx: PodContext) -> dict[str, Any]:
+    """Tolerations and node affinity for the GPU count and type."""
+    out: dict[str, Any] = {}
+    if ctx.gpus:
+        out["tolerations"] = [{"key": ctx.config.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]
+    gpu_type = ctx.spec.resources.gpu.type
+    if gpu_type:
+        alternatives = ctx.config.gpu_types.get(gpu_type)
+        if not alternatives:
+            known = ", ".join(sorted(ctx.config.gpu_types)) or "none"
+            raise PlanError("spec.resources.gpu.type",
+                            f"unknown GPU type {gpu_type!r}; the operator's GPU-type map knows: {known}")
+        terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(alt.items())]}
+                 for alt in alternatives]
+        out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": terms}}}
+    return out
+
+
+def volumes(ctx: PodContext) -> list[dict[str, Any]]:
+    shm = f"{2 * max(1, ctx.gpus)}Gi"
+    vols: list[dict[str, Any]] = [
+        {"name": "model-cache", "emptyDir": {"sizeLimit": ctx.config.model_cache_size}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
+    ]
+    src = ctx.source
+    if src.scheme == "pvc":
+        vols.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": src.location, "readOnly": True}})
+    return vols
+
+
+def engine_mounts(ctx: PodContext) -> list[dict[str, Any]]:
+    mounts = [
+        {"name": "model-cache", "mountPath": MODELS_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp", "subPath": "engine"},
+    ]
+    src = ctx.source
+    if src.scheme == "pvc":
+        mounts.append({"name": "model-pvc", "mountPath": f"{PVC_DIR}/{src.location}", "readOnly": True})
+    return mounts

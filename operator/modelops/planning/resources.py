@@ -1,0 +1,121 @@
+"""Render the objects of a ModelDeployment: per-revision Deployments and the Service.
+
+Pure: (name, spec, config, revision) in, manifest dicts out. The revision's name is
+``<name>-<hash of the pod template rendered without it>``, so anything that changes
+what is served makes a new revision and nothing else does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from modelops.config import OperatorConfig
+from modelops.domain.revision import revision_name, template_hash
+from modelops.domain.spec import GROUP, KIND, VERSION, EngineType, ModelDeploymentSpec
+
+from .engines import ollama, vllm
+from .engines.common import (
+    GATEWAY_PORT,
+    LABEL_ENGINE,
+    LABEL_REVISION,
+    PodContext,
+    common_labels,
+    gateway_container,
+    pod_security,
+    revision_labels,
+    scheduling,
+    selector_labels,
+    storage_initializer,
+    volumes,
+)
+
+ENGINES = {EngineType.vllm.value: vllm, EngineType.ollama.value: ollama}
+ANNOTATION_APPLIED = "modelops.dev/applied-hash"
+ANNOTATION_MODEL = "modelops.dev/model"
+ANNOTATION_SOURCE = "modelops.dev/source"
+
+
+def pod_template(ctx: PodContext) -> dict[str, Any]:
+    engine = ENGINES[ctx.spec.engine.type]
+    pod_spec: dict[str, Any] = {
+        "initContainers": storage_initializer(ctx),
+        "containers": [engine.engine_container(ctx), gateway_container(ctx, engine.PORT)],
+        "volumes": volumes(ctx),
+        "securityContext": pod_security(),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        **scheduling(ctx),
+    }
+    if not pod_spec["initContainers"]:
+        del pod_spec["initContainers"]
+    if ctx.spec.service_account_name:
+        pod_spec["serviceAccountName"] = ctx.spec.service_account_name
+    return {
+        "metadata": {
+            "labels": {**(revision_labels(ctx.name, ctx.revision) if ctx.revision else common_labels(ctx.name)),
+                       LABEL_ENGINE: ctx.spec.engine.type},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(GATEWAY_PORT),
+                            "prometheus.io/path": "/metrics"},
+        },
+        "spec": pod_spec,
+    }
+
+
+def revision_for(name: str, spec: ModelDeploymentSpec, config: OperatorConfig) -> str:
+    """The revision name the spec asks for (raises PlanError on specs that cannot be rendered)."""
+    return revision_name(name, template_hash(pod_template(PodContext(name, spec, config, revision=""))))
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": owner["name"], "uid": owner["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _finish(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """Set owner and the applied-hash annotation that lets the executor skip no-op writes."""
+    obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    obj["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED] = digest
+    return obj
+
+
+def revision_deployment(owner: dict[str, Any], spec: ModelDeploymentSpec, config: OperatorConfig,
+                        revision: str, replicas: int) -> dict[str, Any]:
+    name = owner["name"]
+    template = pod_template(PodContext(name, spec, config, revision=revision))
+    return _finish({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": revision,
+            "namespace": owner["namespace"],
+            "labels": revision_labels(name, revision),
+            "annotations": {ANNOTATION_MODEL: spec.model.name, ANNOTATION_SOURCE: spec.model.source},
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 2,
+            # GPU pods: never surge beyond the replicas asked for within one revision.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "selector": {"matchLabels": {**selector_labels(name), LABEL_REVISION: revision}},
+            "template": template,
+        },
+    }, owner)
+
+
+def service(owner: dict[str, Any], revision: str, suffix: str = "") -> dict[str, Any]:
+    """A Service selecting one revision's pods (the gateway port); ``suffix`` names extra ones (-preview)."""
+    name = owner["name"]
+    return _finish({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name + suffix, "namespace": owner["namespace"], "labels": common_labels(name)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**selector_labels(name), LABEL_REVISION: revision},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }, owner)
