@@ -21,8 +21,10 @@ from kubernetes import client
 from tests.cluster import build
 from tests.cluster.controlplane import Cluster
 from tests.support.kube import ClusterHandle
+from tests.support.wait import wait_for
 
 TIERS = ("unit", "integration", "e2e")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,7 +48,8 @@ def cluster() -> Iterator[ClusterHandle]:
     if not already_up:
         local.up()
     try:
-        yield ClusterHandle(local.kubeconfig, local=True)
+        yield ClusterHandle(local.kubeconfig, local=True,
+                            operator_kubeconfig=local.state_dir / "operator.kubeconfig", audit_log=local.audit_log)
     finally:
         if not already_up:  # leave a developer's own `up` running; stop what we started
             local.down()
@@ -56,6 +59,15 @@ def cluster() -> Iterator[ClusterHandle]:
 def api(cluster: ClusterHandle) -> Iterator[client.ApiClient]:
     with cluster.api_client() as api_client:
         yield api_client
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: ClusterHandle) -> str:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.modelops.dev")
+    wait_for(lambda: cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,
+             timeout=30, what="the ModelDeployment API to be served")
+    return "modeldeployments.modelops.dev"
 
 
 @pytest.fixture

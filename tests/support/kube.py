@@ -15,6 +15,8 @@ from tests.cluster import build
 class ClusterHandle:
     kubeconfig: Path
     local: bool  # True: the tests' own control plane with kwok GPU nodes
+    operator_kubeconfig: Path | None = None  # a distinct identity for the operator (local cluster)
+    audit_log: Path | None = None  # the apiserver's audit log of write requests (local cluster)
 
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))

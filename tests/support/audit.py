@@ -1,0 +1,36 @@
+"""Read the local apiserver's audit log: which identity wrote what, since when."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class AuditReader:
+    path: Path
+    offset: int = 0
+
+    def mark(self) -> "AuditReader":
+        """Start counting from now."""
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        return self
+
+    def writes(self, user: str, namespace: str | None = None) -> list[str]:
+        """Write requests by ``user`` since the mark, as "verb resource/name" strings."""
+        if not self.path.exists():
+            return []
+        out = []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            for line in f:
+                e = json.loads(line)
+                ref = e.get("objectRef", {})
+                if e.get("user", {}).get("username") != user:
+                    continue
+                if namespace and ref.get("namespace") != namespace:
+                    continue
+                sub = "/" + ref["subresource"] if ref.get("subresource") else ""
+                out.append(f"{e['verb']} {ref.get('resource')}{sub}/{ref.get('name', '')}")
+        return out
