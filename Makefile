@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+KUBECTL := $(VENV)/bin/kubectl
+# An explicit KUBECONFIG means "use that cluster"; otherwise the local test cluster.
+KCFG := $(or $(KUBECONFIG),$(HOME)/.cache/modelops/cluster/admin.kubeconfig)
 
 .PHONY: venv build run test unit cluster-up cluster-down cluster-status clean
 
@@ -15,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 build: venv  ## build and cache the local cluster's binaries (once per version)
 	$(PY) -m tests.cluster build
 
-run: venv  ## the operator's main job on the local cluster (starts it when no kubeconfig is given)
-	$(PY) -m tests.cluster up
+run: venv  ## the operator on the local cluster (started when no KUBECONFIG is given), with the examples applied
+	$(if $(KUBECONFIG),,$(PY) -m tests.cluster up)
+	$(KUBECTL) --kubeconfig $(KCFG) apply --server-side --force-conflicts -f crds/
+	$(KUBECTL) --kubeconfig $(KCFG) wait --for=condition=Established --timeout=60s crd/modeldeployments.modelops.dev
+	$(KUBECTL) --kubeconfig $(KCFG) create namespace demo --dry-run=client -o yaml | $(KUBECTL) --kubeconfig $(KCFG) apply -f -
+	$(KUBECTL) --kubeconfig $(KCFG) apply -n demo -f examples/
+	@echo "operator starting; in another shell: KUBECONFIG=$(KCFG) $(KUBECTL) get modeldeployments -n demo -w"
+	KUBECONFIG=$(KCFG) $(PY) -m modelops run
 
 test: venv  ## every tier; starts (and stops) the local cluster it needs
 	$(PY) -m pytest
@@ -24,7 +33,8 @@ test: venv  ## every tier; starts (and stops) the local cluster it needs
 unit: venv
 	$(PY) -m pytest tests/unit
 
-cluster-up: run
+cluster-up: venv
+	$(PY) -m tests.cluster up
 cluster-down: venv
 	$(PY) -m tests.cluster down
 cluster-status: venv

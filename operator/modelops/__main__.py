@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
+    run.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
+                     help="json: one JSON object per line, with the object's namespace and name")
     run.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -29,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     from modelops.handlers import modeldeployment  # noqa: F401 - registers the handlers
 
     namespaces = args.namespace or OperatorConfig().namespaces
-    kopf.configure(verbose=args.verbose, log_prefix=True)
+    kopf.configure(verbose=args.verbose, log_prefix=True,
+                   log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
+                               "json": kopf.LogFormat.JSON}[args.log_format])
     if not args.verbose:  # every watch event's "handler succeeded" is noise at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(kopf.operator(

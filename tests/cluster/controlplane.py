@@ -68,10 +68,11 @@ class Ports:
                 "kube-scheduler": self.scheduler, "kwok": self.kwok}
 
 
-# Every write request, at Metadata level: who changed what (tests count the operator's writes).
+# Every write request, and every request of the operator, at Metadata level: who did what.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
     "rules": [
+        {"level": "Metadata", "users": ["modelops-operator"]},  # every request of an out-of-cluster operator
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "None"},
     ],

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
 @dataclass
 class AuditReader:
     path: Path
@@ -19,6 +22,10 @@ class AuditReader:
 
     def writes(self, user: str, namespace: str | None = None) -> list[str]:
         """Write requests by ``user`` since the mark, as "verb resource/name" strings."""
+        return [r for r in self.requests(user, namespace) if r.split()[0] in WRITE_VERBS]
+
+    def requests(self, user: str, namespace: str | None = None) -> list[str]:
+        """Requests by ``user`` since the mark (writes of anyone; reads of the operator only)."""
         if not self.path.exists():
             return []
         out = []
