@@ -18,3 +18,5 @@ API_ERRORS = Counter("modelops_api_errors_total", "Kubernetes API errors by HTTP
 MANAGED = Gauge("modelops_modeldeployments", "ModelDeployments managed, by phase.", ["phase"], registry=REGISTRY)
 ROLLBACKS = Counter("modelops_rollbacks_total", "Automatic and manual rollbacks.", ["namespace", "name"],
                     registry=REGISTRY)
+ANALYSIS_SECONDS = Histogram("modelops_analysis_query_duration_seconds", "Time to run one analysis measurement.",
+                             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30), registry=REGISTRY)

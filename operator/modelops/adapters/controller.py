@@ -11,10 +11,12 @@ from kubernetes.client.rest import ApiException
 
 from modelops import metrics
 from modelops.config import OperatorConfig
-from modelops.domain.spec import GROUP, PLURAL, VERSION
+from modelops.domain.spec import GROUP, PLURAL, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import reconcile
+from modelops.planning.analysis import measurement_due
 
 from .kube import ExecutionResult, Kube
+from .prometheus import Prometheus
 
 log = logging.getLogger("modelops.reconcile")
 
@@ -26,7 +28,8 @@ class Outcome:
     result: ExecutionResult | None = None
 
 
-def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str) -> Outcome:
+def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str,
+                   prometheus: Prometheus | None = None) -> Outcome:
     started = time.monotonic()
     try:
         body = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -39,10 +42,13 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
     if meta.get("deletionTimestamp"):
         return Outcome(requeue_after=None)  # garbage collection removes what we own
     owner = reconcile.Owner(name=name, namespace=namespace, uid=meta["uid"], generation=meta.get("generation", 1),
-                            spec=body.get("spec") or {}, status=body.get("status") or {})
+                            spec=body.get("spec") or {}, status=body.get("status") or {},
+                            annotations=meta.get("annotations") or {})
     try:
         observed = kube.observe(namespace, name)
-        plan = reconcile.plan(owner, observed, config, dt.datetime.now(dt.timezone.utc))
+        now = dt.datetime.now(dt.timezone.utc)
+        measurements = _measure(owner, prometheus, now) if prometheus else None
+        plan = reconcile.plan(owner, observed, config, now, measurements)
         result = kube.execute(owner, plan, observed)
     except ApiException as exc:
         metrics.API_ERRORS.labels(str(exc.status)).inc()
@@ -55,6 +61,9 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
         if n:
             metrics.WRITES.labels(kind).inc(n)
     metrics.RECONCILES.labels("ok").inc()
+    for event in plan.events:
+        if event.reason == "RolledBack":
+            metrics.ROLLBACKS.labels(namespace, name).inc()
     phase = (plan.status or owner.status).get("phase")
     if result.writes:
         done = [*plan.details,
@@ -64,3 +73,19 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
                 *([f"status: {phase}: {plan.status.get('message', '')}"] if plan.status else [])]
         log.info("%s/%s: %s", namespace, name, "; ".join(done))
     return Outcome(requeue_after=plan.requeue_after, phase=phase, result=result)
+
+
+def _measure(owner: reconcile.Owner, prometheus: Prometheus, now: dt.datetime):  # type: ignore[no-untyped-def]
+    """Query the provider when the analysis is due (invalid specs are left to the planner)."""
+    try:
+        spec = ModelDeploymentSpec.model_validate(owner.spec)
+        status = ModelDeploymentStatus.model_validate(owner.status)
+    except ValueError:
+        return None
+    request = measurement_due(owner.namespace, owner.name, spec, status, now)
+    if request is None:
+        return None
+    started = time.monotonic()
+    out = prometheus.measure(request)
+    metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
+    return out

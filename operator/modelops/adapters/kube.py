@@ -38,10 +38,12 @@ class ExecutionResult:
     scaled: list[str]
     deleted: list[str]
     status_written: bool
+    annotations_cleared: int = 0
 
     @property
     def writes(self) -> int:
-        return len(self.applied) + len(self.scaled) + len(self.deleted) + int(self.status_written)
+        return (len(self.applied) + len(self.scaled) + len(self.deleted) + int(self.status_written)
+                + int(self.annotations_cleared > 0))
 
 
 class Kube:
@@ -53,6 +55,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
+        self.routes_supported: bool | None = None
 
     # ------------------------------------------------------------------ observe
     def observe(self, namespace: str, name: str) -> Observed:
@@ -88,7 +91,22 @@ class Kube:
             services[s.metadata.name] = ServiceState(
                 name=s.metadata.name, revision=(s.spec.selector or {}).get(LABEL_REVISION),
                 applied_hash=(s.metadata.annotations or {}).get(ANNOTATION_APPLIED))
-        return Observed(revisions=revisions, services=services)
+        return Observed(revisions=revisions, services=services, routes=self._routes(namespace, selector))
+
+    def _routes(self, namespace: str, selector: str) -> dict[str, str | None]:
+        if self.routes_supported is False:
+            return {}
+        try:
+            items = self.custom.list_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "httproutes", label_selector=selector)["items"]
+        except ApiException as exc:
+            if exc.status == 404:  # Gateway API not installed: the service router still works
+                self.routes_supported = False
+                return {}
+            raise
+        self.routes_supported = True
+        return {r["metadata"]["name"]: (r["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED)
+                for r in items}
 
     def _with_unschedulable(self, namespace: str, name: str, revisions: dict[str, RevisionState],
                             pending: set[str]) -> dict[str, RevisionState]:
@@ -106,13 +124,23 @@ class Kube:
 
     # ------------------------------------------------------------------ execute
     def execute(self, owner: Owner, plan: Plan, observed: Observed) -> ExecutionResult:
+        """Apply a plan. Order matters for crash safety: commands are cleared first (a crash then
+        loses a command rather than doing it twice), then status (the rollout's state), then the
+        objects derived from it (re-derived from status if a crash interrupts them)."""
         applied, scaled, deleted = [], [], []
-        current = {**{r.name: r.applied_hash for r in observed.revisions.values()},
-                   **{s.name: s.applied_hash for s in observed.services.values()}}
+        if plan.clear_annotations:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, owner.namespace, PLURAL, owner.name,
+                {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}}, _content_type=MERGE_PATCH)
+        if plan.status is not None:
+            self.patch_status(owner, plan.status)
+        current = {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
+                   **{("Service", s.name): s.applied_hash for s in observed.services.values()},
+                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}
         for obj in plan.apply:
             name = obj["metadata"]["name"]
             kind = obj["kind"]
-            if kind in ("Deployment", "Service") and current.get(name) == obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
+            if current.get((kind, name)) == obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
                 continue
             self.apply(obj)
             applied.append(f"{kind}/{name}")
@@ -130,15 +158,16 @@ class Kube:
                     self.apps.delete_namespaced_deployment(name, owner.namespace, propagation_policy="Background")
                 elif kind == "Service":
                     self.core.delete_namespaced_service(name, owner.namespace)
+                elif kind == "HTTPRoute":
+                    self.custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", owner.namespace,
+                                                                "httproutes", name)
                 deleted.append(f"{kind}/{name}")
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        if plan.status is not None:
-            self.patch_status(owner, plan.status)
         for event in plan.events:
             self.event(owner, event)
-        return ExecutionResult(applied, scaled, deleted, plan.status is not None)
+        return ExecutionResult(applied, scaled, deleted, plan.status is not None, len(plan.clear_annotations))
 
     def apply(self, obj: dict[str, Any]) -> None:
         path = _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=obj["metadata"]["namespace"],
@@ -155,8 +184,7 @@ class Kube:
 
     def patch_status(self, owner: Owner, status: dict[str, Any]) -> None:
         """Replace our status fields (merge patch; lists are replaced whole)."""
-        old = owner.status or {}
-        body = {"status": {**{k: None for k in old if k not in status}, **status}}
+        body = {"status": merge_patch(owner.status or {}, status)}
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, owner.namespace, PLURAL, owner.name, body,
                                                           _content_type=MERGE_PATCH)
 
@@ -175,3 +203,21 @@ class Kube:
             self.core.create_namespaced_event(owner.namespace, body)
         except ApiException as exc:  # events are best effort; never fail a reconcile over one
             log.warning("could not post event %s: %s", event.reason, exc.reason)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning ``old`` into ``new``: removed keys become null,
+    nested objects are diffed, lists are replaced whole.
+
+    >>> merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1}})
+    {'a': None, 'b': {'d': None}}
+    """
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            sub = merge_patch(old[k], v)
+            if sub:
+                out[k] = sub
+        elif old.get(k) != v:
+            out[k] = v
+    return out

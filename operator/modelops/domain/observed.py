@@ -42,3 +42,4 @@ class ServiceState:
 class Observed:
     revisions: dict[str, RevisionState] = field(default_factory=dict)
     services: dict[str, ServiceState] = field(default_factory=dict)
+    routes: dict[str, str | None] = field(default_factory=dict)  # HTTPRoute name -> applied hash

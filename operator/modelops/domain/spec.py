@@ -240,6 +240,8 @@ class Metric(_Model):
 
 class AnalysisSpec(_Model):
     interval: Duration = Field(default="30s", description="Time between measurements.")
+    window: Duration = Field(default="1m", description="Range of the built-in templates' rate() windows "
+                                                        "(`{{window}}` in custom queries).")
     failure_limit: int = Field(default=2, ge=0, description="Failed measurements tolerated before abort.")
     consecutive_error_limit: int = Field(default=5, ge=0,
                                          description="Provider errors in a row tolerated before abort.")
@@ -371,6 +373,25 @@ class RevisionRecord(_Model):
     reason: str = Field(default="", description="Why the outcome, in one word.")
 
 
+class RolloutState(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+    revision: str = Field(description="The revision this rollout brings in.")
+    started_at: str | None = Field(default=None, description="When the rollout started.")
+    step_started_at: str | None = Field(default=None, description="When the current step started.")
+    paused: bool = Field(default=False, description="Waiting for a person (promote or resume).")
+    pause_reason: str | None = Field(default=None, description="PauseStep, Manual, Inconclusive or AwaitingPromotion.")
+    promoting: bool = Field(default=False, description="Promotion was asked for: completes once the revision is "
+                                                       "ready at full size.")
+    promoted_at: str | None = Field(default=None, description="When the revision took all traffic.")
+    bake_until: str | None = Field(default=None, description="Analysis continues until then; degradation rolls back.")
+    previous_revision: str | None = Field(default=None, description="The revision kept warm for an instant rollback.")
+    scale_down_at: str | None = Field(default=None, description="When the previous revision scales to zero.")
+    last_measured_at: str | None = Field(default=None, description="When analysis last measured.")
+    waiting_since: str | None = Field(default=None, description="Since when the new revision's pods are awaited "
+                                                                "(progressDeadline counts from here).")
+
+
 class ModelDeploymentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
                               use_enum_values=True)
@@ -388,6 +409,7 @@ class ModelDeploymentStatus(_Model):
                                         json_schema_extra={"x-kubernetes-list-type": "map",
                                                            "x-kubernetes-list-map-keys": ["type"]})
     revisions: list[RevisionRecord] = Field(default_factory=list, description="Recent revisions, newest last.")
+    rollout: RolloutState | None = Field(default=None, description="The state of the current rollout (resumable).")
     analysis: dict[str, Any] | None = Field(default=None, description="Last verdict per metric, with values.",
                                             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 

@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
+from modelops.adapters.prometheus import Prometheus
 from modelops.config import OperatorConfig
 from modelops.domain.spec import GROUP, PLURAL, VERSION
 from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
@@ -37,9 +38,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.request_timeout = 60
     memo.config = cfg
     memo.kube = Kube(_api_client(), field_manager=cfg.field_manager)
+    memo.prometheus = Prometheus()
 
     async def run(namespace: str, name: str) -> Outcome:
-        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name)
+        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name, memo.prometheus)
 
     memo.workers = Workers(run)
     if cfg.metrics_port:
@@ -51,6 +53,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.workers.stop()
     memo.kube.api.close()
+    memo.prometheus.close()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -1,10 +1,18 @@
-"""The reconcile planner: (ModelDeployment, observed cluster, config, now) -> Plan.
+"""The reconcile planner: (ModelDeployment, observed cluster, measurements, now) -> Plan.
 
 Pure and level-based: the same inputs give the same plan, and running a plan twice
-changes nothing the second time. The executor applies the plan; nothing here does I/O.
+changes nothing the second time. The whole rollout state lives in status, so after a
+restart the next plan continues from the same step: a weight is set once, a promotion
+happens once. The executor applies the plan; nothing here does I/O.
 
-Until the rollout strategies land, a new revision replaces the stable one only once it
-is Available: the stable revision is never scaled down first.
+Cases, in order:
+- the spec cannot be rendered -> InvalidSpec in status, nothing touched;
+- no stable revision yet -> bring the first one up at full size and serve it once Available;
+- the spec asks for the stable revision -> keep it serving (and finish a bake or a
+  blue-green scale-down delay, rolling back if post-promotion analysis degrades);
+- the spec asks for a revision that failed or was rolled back at this generation -> leave
+  it down (pinned, so re-applying the same spec does not loop) with stable serving;
+- otherwise -> roll it out with the strategy (planning.rollout).
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ from pydantic import ValidationError
 
 from modelops.config import OperatorConfig
 from modelops.domain import conditions as cond
+from modelops.domain.analysis import Measurement, MetricState, record
 from modelops.domain.conditions import Reason
-from modelops.domain.durations import seconds
 from modelops.domain.observed import Observed, RevisionState
 from modelops.domain.spec import (
     Condition,
@@ -26,13 +34,17 @@ from modelops.domain.spec import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RevisionRecord,
+    RolloutState,
 )
 
-from . import resources
+from . import resources, traffic
 from .engines.common import PlanError
 
 HISTORY = 10
 PROGRESS_REQUEUE = 5.0
+ANNOTATION_PREFIX = "modelops.dev/"
+COMMANDS = ("promote", "abort", "pause", "resume")
+PINNED_OUTCOMES = ("Failed", "RolledBack")
 
 T, F, U = ConditionStatus.true.value, ConditionStatus.false.value, ConditionStatus.unknown.value
 
@@ -45,9 +57,15 @@ class Owner:
     generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def ref(self) -> dict[str, str]:
         return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+
+    def commands(self) -> dict[str, str]:
+        """Manual control annotations present on the object (acted on once, then removed)."""
+        return {c: self.annotations[ANNOTATION_PREFIX + c] for c in COMMANDS
+                if ANNOTATION_PREFIX + c in self.annotations}
 
 
 @dataclass(frozen=True)
@@ -64,31 +82,31 @@ class Plan:
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
     events: list[Event] = field(default_factory=list)
+    clear_annotations: list[str] = field(default_factory=list)
     requeue_after: float | None = None
     details: list[str] = field(default_factory=list)
+
+    def wake_within(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
 def iso(now: dt.datetime) -> str:
     return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_time(value: str | None) -> dt.datetime | None:
+def parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
-def _field_of(error: ValidationError) -> str:
-    first = error.errors()[0]
-    return "spec." + ".".join(str(p) for p in first["loc"])
-
-
-class _StatusBuilder:
+class StatusBuilder:
     """Accumulates the new status from the old one, keeping transition times stable."""
 
     def __init__(self, owner: Owner, now: dt.datetime) -> None:
         self.old = ModelDeploymentStatus.model_validate(owner.status or {})
         self.new = self.old.model_copy(deep=True)
+        self.now_dt = now
         self.now = iso(now)
         self.owner = owner
         self.events: list[Event] = []
@@ -104,6 +122,9 @@ class _StatusBuilder:
         if old is None or old.reason != reason:
             self.events.append(Event(event_type, reason, message))
 
+    def event(self, event_type: str, reason: str, message: str) -> None:
+        self.events.append(Event(event_type, reason, message))
+
     def record(self, name: str, **updates: Any) -> RevisionRecord:
         records = {r.name: r for r in self.new.revisions}
         rec = records.get(name) or RevisionRecord(name=name, created=self.now)
@@ -111,6 +132,9 @@ class _StatusBuilder:
         others = [r for r in self.new.revisions if r.name != name]
         self.new.revisions = (others + [rec])[-HISTORY:]
         return rec
+
+    def metric_states(self) -> dict[str, MetricState]:
+        return {k: MetricState.model_validate(v) for k, v in (self.new.analysis or {}).items()}
 
     def finish(self) -> dict[str, Any] | None:
         for type_ in cond.TYPES:  # every condition is present from the first visit
@@ -123,168 +147,201 @@ class _StatusBuilder:
         return None if new == old else new
 
 
-def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datetime) -> Plan:
-    st = _StatusBuilder(owner, now)
+@dataclass
+class Ctx:
+    """Everything one planning pass reads and writes."""
+
+    owner: Owner
+    spec: ModelDeploymentSpec
+    config: OperatorConfig
+    observed: Observed
+    st: StatusBuilder
+    out: Plan
+    target: str
+    stable: str | None
+    commands: dict[str, str]
+
+    @property
+    def now(self) -> dt.datetime:
+        return self.st.now_dt
+
+    @property
+    def replicas(self) -> int:
+        return self.spec.replicas
+
+    def state(self, revision: str | None) -> RevisionState:
+        return self.observed.revisions.get(revision or "", RevisionState(name=revision or "", replicas=0))
+
+    def deployment(self, revision: str, replicas: int) -> None:
+        """Desire ``revision`` at ``replicas``: the full object for the target, a scale for older ones."""
+        if revision == self.target:
+            self.out.apply.append(resources.revision_deployment(self.owner.ref(), self.spec, self.config,
+                                                                revision, replicas))
+        elif self.state(revision).replicas != replicas and revision in self.observed.revisions:
+            self.out.scale[revision] = replicas
+
+    def record_started(self) -> dt.datetime:
+        """When the target's current rollout started (now, if it is just starting)."""
+        rec = {r.name: r for r in self.st.new.revisions}.get(self.target)
+        return parse_time(rec.started if rec else None) or self.now
+
+    def route(self, t: traffic.Traffic) -> None:
+        self.out.apply.extend(traffic.objects(self.owner.ref(), self.spec, t))
+
+    def record_target(self, **updates: Any) -> RevisionRecord:
+        return self.st.record(self.target, model=self.spec.model.name, source=self.spec.model.source,
+                              engine=self.spec.engine.type,
+                              image=self.spec.engine.image or _default_image(self.spec, self.config),
+                              generation=self.owner.generation, **updates)
+
+
+def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datetime,
+         measurements: list[Measurement] | None = None) -> Plan:
+    from . import rollout  # the strategies build on this module's context
+
+    st = StatusBuilder(owner, now)
     out = Plan()
+    commands = owner.commands()
+    out.clear_annotations = [ANNOTATION_PREFIX + c for c in commands]
     try:
         spec = ModelDeploymentSpec.model_validate(owner.spec)
         target = resources.revision_for(owner.name, spec, config)
     except ValidationError as exc:
-        return _invalid(st, out, _field_of(exc), exc.errors()[0]["msg"])
+        first = exc.errors()[0]
+        return _invalid(st, out, "spec." + ".".join(str(p) for p in first["loc"]), first["msg"])
     except PlanError as exc:
         return _invalid(st, out, exc.field, exc.message)
 
     stable = st.old.stable_revision if st.old.stable_revision in observed.revisions else None
-    target_state = observed.revisions.get(target)
-    record = {r.name: r for r in st.old.revisions}.get(target)
-    pinned = record is not None and record.outcome == "Failed" and record.generation == owner.generation
+    ctx = Ctx(owner, spec, config, observed, st, out, target, stable, commands)
+    if measurements:
+        _record_measurements(ctx, measurements)
+    rec = {r.name: r for r in st.old.revisions}.get(target)
+    pinned = rec is not None and rec.outcome in PINNED_OUTCOMES and rec.generation == owner.generation
 
-    if stable == target or (target_state is not None and target_state.is_available(spec.replicas) and not pinned):
-        _serve(owner, spec, config, observed, st, out, target)
+    if stable is None and not pinned:
+        _first(ctx)
+    elif target == stable:
+        rollout.serve(ctx)
     elif pinned:
-        _failed(spec, observed, st, out, target, stable, record)  # type: ignore[arg-type]
+        pinned_failed(ctx, rec)  # type: ignore[arg-type]
     else:
-        _roll_out(owner, spec, config, observed, st, out, target, stable, record, now)
+        rollout.roll_out(ctx)
 
-    _prune(observed, st, out, keep={target, st.new.stable_revision or ""}, limit=config.revision_history)
+    _prune(ctx)
     out.status = st.finish()
     out.events = st.events
-    if out.requeue_after is None:
-        out.requeue_after = config.resync_seconds
+    out.wake_within(config.resync_seconds)
     return out
 
 
-def _invalid(st: _StatusBuilder, out: Plan, field_path: str, message: str) -> Plan:
+def _record_measurements(ctx: Ctx, measurements: list[Measurement]) -> None:
+    analysis = ctx.spec.rollout.analysis
+    if analysis is None:
+        return
+    states = ctx.st.metric_states()
+    by_name = {m.name: m for m in analysis.metrics}
+    for m in measurements:
+        if m.metric in by_name:
+            states[m.metric] = record(states.get(m.metric, MetricState()), by_name[m.metric], m, ctx.st.now)
+    ctx.st.new.analysis = {k: v.model_dump(by_alias=True, exclude_none=True, mode="json") for k, v in states.items()}
+    if ctx.st.new.rollout is not None:
+        ctx.st.new.rollout = ctx.st.new.rollout.model_copy(update={"last_measured_at": ctx.st.now})
+
+
+def _invalid(st: StatusBuilder, out: Plan, field_path: str, message: str) -> Plan:
     """Refuse the spec in status; whatever serves keeps serving, untouched."""
     text = f"{field_path}: {message}"
     st.event_on_change(cond.DEGRADED, Reason.INVALID_SPEC, "Warning", text)
     st.condition(cond.DEGRADED, T, Reason.INVALID_SPEC, text)
     st.condition(cond.PROGRESSING, F, Reason.INVALID_SPEC, "the spec cannot be rolled out: " + text)
     st.new.message = "invalid spec: " + text
+    out.clear_annotations = []
     out.details.append(st.new.message)
     out.status = st.finish()
     out.events = st.events
     return out
 
 
-def _serve(owner: Owner, spec: ModelDeploymentSpec, config: OperatorConfig, observed: Observed,
-           st: _StatusBuilder, out: Plan, target: str) -> None:
-    """The target is (or just became) the stable revision: keep it at spec size, serving."""
-    promoted = st.old.stable_revision != target
-    out.apply.append(resources.revision_deployment(owner.ref(), spec, config, target, spec.replicas))
-    out.apply.append(resources.service(owner.ref(), target))
-    for name, rev in observed.revisions.items():
-        if name != target and rev.replicas > 0:
-            out.scale[name] = 0
-    state = observed.revisions.get(target, RevisionState(name=target, replicas=0))
-    if promoted:
-        if st.old.stable_revision:
-            st.record(st.old.stable_revision, outcome="Superseded", reason="Replaced")
-        st.events.append(Event("Normal", "Promoted", f"revision {target} now serves {spec.model.name}"))
-    st.record(target, model=spec.model.name, source=spec.model.source, engine=spec.engine.type,
-              image=spec.engine.image or _default_image(spec, config), outcome="Serving", reason="Available",
-              generation=owner.generation)
-    st.new.stable_revision = target
-    st.new.canary_revision = None
-    st.new.canary_weight = None
-    st.new.current_step = None
-    _replica_status(st, state, spec.replicas)
-    ready_all = state.ready >= spec.replicas and state.replicas == spec.replicas
-    st.condition(cond.PROGRESSING, T, Reason.REVISION_AVAILABLE, f"revision {target} is serving")
-    st.condition(cond.DEGRADED, F, Reason.AS_EXPECTED, "")
-    if ready_all:
-        st.condition(cond.READY, T, Reason.ALL_REPLICAS_READY, f"{state.ready}/{spec.replicas} replicas ready")
-        st.new.message = f"{target} serves {spec.model.name}: {state.ready}/{spec.replicas} ready"
-    else:
-        st.condition(cond.READY, F, Reason.REPLICAS_NOT_READY, _waiting(state, spec.replicas))
-        st.new.message = f"{target}: " + _waiting(state, spec.replicas)
-        out.requeue_after = PROGRESS_REQUEUE
-    _available(st, state, spec.replicas)
+def _first(ctx: Ctx) -> None:
+    """Nothing serves yet: bring the revision up at full size; it serves once Available."""
+    state = ctx.state(ctx.target)
+    if state.is_available(ctx.replicas):
+        ctx.st.event("Normal", "Promoted", f"revision {ctx.target} now serves {ctx.spec.model.name}")
+        ctx.st.new.stable_revision = ctx.target
+        ctx.stable = ctx.target
+        from . import rollout
 
-
-def _roll_out(owner: Owner, spec: ModelDeploymentSpec, config: OperatorConfig, observed: Observed,
-              st: _StatusBuilder, out: Plan, target: str, stable: str | None,
-              record: RevisionRecord | None, now: dt.datetime) -> None:
-    """A new revision is coming up beside the stable one (or is the first)."""
-    state = observed.revisions.get(target, RevisionState(name=target, replicas=0))
-    out.apply.append(resources.revision_deployment(owner.ref(), spec, config, target, spec.replicas))
-    if stable is None:
-        out.apply.append(resources.service(owner.ref(), target))  # nothing serves yet: point at the newcomer
-    started = record.started if record and record.outcome == "Progressing" and record.generation == owner.generation \
-        else None
-    if started is None:
-        st.events.append(Event("Normal", Reason.NEW_REVISION,
-                               f"rolling out revision {target} ({spec.model.name} on {spec.engine.type})"))
-        started = st.now
-    st.record(target, model=spec.model.name, source=spec.model.source, engine=spec.engine.type,
-              image=spec.engine.image or _default_image(spec, config), outcome="Progressing",
-              reason=Reason.REVISION_PROGRESSING, generation=owner.generation, started=started)
-    st.new.canary_revision = target if stable else None
-    st.new.canary_weight = 0 if stable else None
-    out.requeue_after = PROGRESS_REQUEUE
-
-    elapsed = (now - (_parse_time(started) or now)).total_seconds()
-    deadline = seconds(spec.rollout.progress_deadline)
-    if state.unschedulable and "Insufficient" in state.unschedulable and config.gpu_resource in state.unschedulable:
-        text = (f"waiting for GPUs: revision {target} needs {spec.resources.gpu.count} {config.gpu_resource} "
-                f"per replica and the scheduler says: {state.unschedulable}")
-        st.event_on_change(cond.PROGRESSING, Reason.INSUFFICIENT_GPU, "Warning", text)
-        st.condition(cond.PROGRESSING, T, Reason.INSUFFICIENT_GPU, text)
-        st.new.message = text
-    elif elapsed > deadline:
-        failed = st.record(target, outcome="Failed", reason=Reason.PROGRESS_DEADLINE_EXCEEDED)
-        out.apply.pop(0)  # do not re-apply it at full size
-        out.requeue_after = None
-        _failed(spec, observed, st, out, target, stable, failed)
-        out.scale[target] = 0
+        rollout.serve(ctx)
         return
-    else:
-        text = f"rolling out {target}: " + _waiting(state, spec.replicas)
-        st.condition(cond.PROGRESSING, T, Reason.REVISION_PROGRESSING, text)
-        st.condition(cond.DEGRADED, F, Reason.AS_EXPECTED, "")
-        st.new.message = text
-        out.requeue_after = min(PROGRESS_REQUEUE, max(1.0, deadline - elapsed))
-    _stable_status(st, observed, stable, spec.replicas, rolling=True)
+    ctx.deployment(ctx.target, ctx.replicas)
+    ctx.route(traffic.Traffic(stable=ctx.target))
+    rec = {r.name: r for r in ctx.st.old.revisions}.get(ctx.target)
+    if rec is None or rec.outcome != "Progressing" or rec.generation != ctx.owner.generation:
+        ctx.st.event("Normal", Reason.NEW_REVISION,
+                     f"rolling out revision {ctx.target} ({ctx.spec.model.name} on {ctx.spec.engine.type})")
+        ctx.record_target(outcome="Progressing", reason=Reason.REVISION_PROGRESSING, started=ctx.st.now)
+    ctx.st.new.canary_revision = None
+    ctx.st.new.canary_weight = None
+    ctx.st.new.current_step = None
+    from . import rollout
+
+    if rollout.waiting_for_pods(ctx, state, ctx.replicas, since=ctx.record_started()):
+        return
+    stable_status(ctx, None, rolling=True)
 
 
-def _failed(spec: ModelDeploymentSpec, observed: Observed, st: _StatusBuilder, out: Plan, target: str,
-            stable: str | None, record: RevisionRecord) -> None:
-    """The spec asks for a revision that failed at this generation: leave it down, stable serving."""
-    if observed.revisions.get(target) and observed.revisions[target].replicas > 0:
-        out.scale[target] = 0
-    why = {Reason.PROGRESS_DEADLINE_EXCEEDED: f"was not available within progressDeadline "
-                                              f"{spec.rollout.progress_deadline}"}.get(record.reason, record.reason)
-    text = f"revision {target} {why}; change the spec to try again"
-    st.event_on_change(cond.DEGRADED, record.reason, "Warning", text)
-    st.condition(cond.PROGRESSING, F, record.reason, text)
-    st.condition(cond.DEGRADED, T, record.reason, text)
-    st.new.message = text
-    st.new.canary_revision = None
-    st.new.canary_weight = None
-    _stable_status(st, observed, stable, None, rolling=False)
+def pinned_failed(ctx: Ctx, rec: RevisionRecord) -> None:
+    """The spec asks for a revision that failed or was rolled back at this generation:
+    leave it down, stable serving, until the spec changes again."""
+    if ctx.state(ctx.target).replicas > 0:
+        ctx.out.scale[ctx.target] = 0
+    if ctx.stable:
+        ctx.deployment(ctx.stable, ctx.replicas if ctx.stable == ctx.target else ctx.state(ctx.stable).replicas)
+        ctx.route(traffic.Traffic(stable=ctx.stable))
+    reason = Reason.ROLLED_BACK if rec.outcome == "RolledBack" else rec.reason
+    text = f"revision {ctx.target} {_why(ctx, rec)}; change the spec to try again"
+    ctx.st.event_on_change(cond.DEGRADED, reason, "Warning", text)
+    ctx.st.condition(cond.PROGRESSING, F, reason, text)
+    ctx.st.condition(cond.DEGRADED, T, reason, text)
+    ctx.st.new.message = text
+    ctx.st.new.canary_revision = None
+    ctx.st.new.canary_weight = None
+    ctx.st.new.current_step = None
+    ctx.st.new.rollout = None
+    stable_status(ctx, ctx.stable, rolling=False)
 
 
-def _stable_status(st: _StatusBuilder, observed: Observed, stable: str | None, want: int | None,
-                   rolling: bool) -> None:
+def _why(ctx: Ctx, rec: RevisionRecord) -> str:
+    if rec.reason == Reason.PROGRESS_DEADLINE_EXCEEDED:
+        return f"was not available within progressDeadline {ctx.spec.rollout.progress_deadline}"
+    if rec.outcome == "RolledBack":
+        return f"was rolled back ({rec.reason})"
+    return f"failed ({rec.reason})"
+
+
+def stable_status(ctx: Ctx, stable: str | None, rolling: bool) -> None:
+    st = ctx.st
     if stable is None:
         st.new.stable_revision = None
-        _replica_status(st, RevisionState(name="", replicas=0), want or 0)
+        replica_status(st, RevisionState(name="", replicas=0), ctx.replicas)
         st.condition(cond.AVAILABLE, F, Reason.NO_REPLICAS_AVAILABLE, "no revision serves yet")
         st.condition(cond.READY, F, Reason.ROLLOUT_IN_PROGRESS if rolling else Reason.NO_REPLICAS_AVAILABLE,
                      "no revision serves yet")
         return
-    state = observed.revisions[stable]
-    _replica_status(st, state, state.replicas)
-    _available(st, state, state.replicas)
+    state = ctx.state(stable)
+    want = state.replicas if rolling else max(state.replicas, 0)
+    replica_status(st, state, want)
+    available(st, state, want)
     if rolling:
         st.condition(cond.READY, F, Reason.ROLLOUT_IN_PROGRESS, f"{stable} serves while the new revision rolls out")
-    elif state.ready >= state.replicas:
-        st.condition(cond.READY, T, Reason.ALL_REPLICAS_READY, f"{stable} serves: {state.ready}/{state.replicas} ready")
+    elif state.ready >= want:
+        st.condition(cond.READY, T, Reason.ALL_REPLICAS_READY, f"{stable} serves: {state.ready}/{want} ready")
     else:
-        st.condition(cond.READY, F, Reason.REPLICAS_NOT_READY, _waiting(state, state.replicas))
+        st.condition(cond.READY, F, Reason.REPLICAS_NOT_READY, waiting_text(state, want))
 
 
-def _available(st: _StatusBuilder, state: RevisionState, want: int) -> None:
+def available(st: StatusBuilder, state: RevisionState, want: int) -> None:
     if want == 0:
         st.condition(cond.AVAILABLE, F, Reason.SCALED_TO_ZERO, "replicas is 0")
     elif state.available > 0:
@@ -294,23 +351,33 @@ def _available(st: _StatusBuilder, state: RevisionState, want: int) -> None:
         st.condition(cond.AVAILABLE, F, Reason.NO_REPLICAS_AVAILABLE, f"no replica of {state.name} is available")
 
 
-def _replica_status(st: _StatusBuilder, state: RevisionState, want: int) -> None:
+def replica_status(st: StatusBuilder, state: RevisionState, want: int) -> None:
     st.new.replicas = want
     st.new.ready_replicas = state.ready
     st.new.ready = f"{state.ready}/{want}"
 
 
-def _waiting(state: RevisionState, want: int) -> str:
-    return f"{state.ready}/{want} replicas ready"
+def waiting_text(state: RevisionState, want: int) -> str:
+    return f"{min(state.ready, want)}/{want} replicas ready"
 
 
 def _default_image(spec: ModelDeploymentSpec, config: OperatorConfig) -> str:
     return config.vllm_image if spec.engine.type == "vllm" else config.ollama_image
 
 
-def _prune(observed: Observed, st: _StatusBuilder, out: Plan, keep: set[str], limit: int) -> None:
-    """Delete old revisions beyond the history limit (oldest first); they are already at zero."""
-    old = sorted((r for n, r in observed.revisions.items() if n not in keep and r.replicas == 0
-                  and out.scale.get(n, 0) == 0), key=lambda r: r.created or "")
-    for rev in old[: max(0, len(old) - limit)]:
-        out.delete.append(("Deployment", rev.name))
+def _prune(ctx: Ctx) -> None:
+    """Delete old revisions beyond the history limit (oldest first) once they are at zero,
+    and per-revision Services of revisions that no longer take traffic."""
+    st = ctx.st.new
+    keep = {ctx.target, st.stable_revision or "", st.canary_revision or "",
+            (st.rollout.previous_revision if st.rollout else None) or ""}
+    old = sorted((r for n, r in ctx.observed.revisions.items() if n not in keep and r.replicas == 0
+                  and ctx.out.scale.get(n, 0) == 0), key=lambda r: r.created or "")
+    for rev in old[: max(0, len(old) - ctx.config.revision_history)]:
+        ctx.out.delete.append(("Deployment", rev.name))
+    wanted = {o["metadata"]["name"] for o in ctx.out.apply if o["kind"] == "Service"}
+    for name in ctx.observed.services:
+        if name not in wanted and name != ctx.owner.name:
+            ctx.out.delete.append(("Service", name))
+    if ctx.spec.traffic.router != "gateway-api" and ctx.owner.name in ctx.observed.routes:
+        ctx.out.delete.append(("HTTPRoute", ctx.owner.name))

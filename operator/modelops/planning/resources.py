@@ -74,7 +74,7 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def _finish(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+def finish(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
     """Set owner and the applied-hash annotation that lets the executor skip no-op writes."""
     obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
     digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
@@ -86,7 +86,7 @@ def revision_deployment(owner: dict[str, Any], spec: ModelDeploymentSpec, config
                         revision: str, replicas: int) -> dict[str, Any]:
     name = owner["name"]
     template = pod_template(PodContext(name, spec, config, revision=revision))
-    return _finish({
+    return finish({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
@@ -102,20 +102,5 @@ def revision_deployment(owner: dict[str, Any], spec: ModelDeploymentSpec, config
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "selector": {"matchLabels": {**selector_labels(name), LABEL_REVISION: revision}},
             "template": template,
-        },
-    }, owner)
-
-
-def service(owner: dict[str, Any], revision: str, suffix: str = "") -> dict[str, Any]:
-    """A Service selecting one revision's pods (the gateway port); ``suffix`` names extra ones (-preview)."""
-    name = owner["name"]
-    return _finish({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name + suffix, "namespace": owner["namespace"], "labels": common_labels(name)},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {**selector_labels(name), LABEL_REVISION: revision},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }, owner)

@@ -14,7 +14,7 @@ import yaml
 
 from modelops.config import OperatorConfig
 from modelops.domain.spec import ModelDeploymentSpec
-from modelops.planning import resources
+from modelops.planning import resources, traffic
 from modelops.planning.engines.common import PlanError
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -44,7 +44,7 @@ def render(spec: dict) -> str:
     s = ModelDeploymentSpec.model_validate(spec)
     cfg = OperatorConfig(_env_file=None)
     revision = resources.revision_for(OWNER["name"], s, cfg)
-    objs = [resources.revision_deployment(OWNER, s, cfg, revision, s.replicas), resources.service(OWNER, revision)]
+    objs = [resources.revision_deployment(OWNER, s, cfg, revision, s.replicas), traffic.service(OWNER, OWNER['name'], revision)]
     return yaml.safe_dump_all(objs, sort_keys=True, width=120)
 
 

@@ -93,7 +93,8 @@ def test_new_revision_comes_up_beside_stable_which_is_not_touched() -> None:
     p = run(o2, obs)
     objs = applied(p)
     assert objs[f"Deployment/{r2}"]["spec"]["replicas"] == 2
-    assert f"Deployment/{r1}" not in objs and "Service/chat" not in objs
+    assert f"Deployment/{r1}" not in objs  # the stable revision is not touched
+    assert objs["Service/chat"]["spec"]["selector"]["modelops.dev/revision"] == r1
     assert p.scale == {}
     assert p.status["stableRevision"] == r1 and p.status["canaryRevision"] == r2
     assert p.status["phase"] == "Progressing"
@@ -141,7 +142,8 @@ def test_insufficient_gpu_waits_and_says_so_while_stable_serves() -> None:
     assert cond(p.status, "Progressing")["reason"] == "InsufficientGPU"
     assert "Insufficient nvidia.com/gpu" in p.status["message"]
     assert p.status["stableRevision"] == r1 and cond(p.status, "Available")["status"] == "True"
-    assert r1 not in p.scale and "Service/chat" not in applied(p)
+    assert r1 not in p.scale
+    assert applied(p)["Service/chat"]["spec"]["selector"]["modelops.dev/revision"] == r1
     assert [e.reason for e in p.events] == ["InsufficientGPU"]
 
 

@@ -1,0 +1,108 @@
+"""When to measure, and what: the analysis queries for a revision (pure).
+
+Built-in templates read the gateway's metrics, which every pod exposes the same way for
+vLLM and Ollama, labelled with the revision:
+
+- ``errorRate``: share of 5xx responses;
+- ``latencyP95``: 95th percentile of request duration (seconds);
+- ``ttftP95``: 95th percentile of time to first token (seconds).
+
+Custom queries may use ``{{revision}}``, ``{{stable}}``, ``{{namespace}}``, ``{{name}}``
+and ``{{window}}``. ``minSamples`` counts requests to the revision in the window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from modelops.domain.durations import seconds
+from modelops.domain.spec import Metric, ModelDeploymentSpec, ModelDeploymentStatus
+
+REQUESTS = "modelops_gateway_requests_total"
+TEMPLATES = {
+    # "or vector(0)": no 5xx series at all means a rate of 0, not "no data".
+    "errorRate": (f'(sum(rate({REQUESTS}{{revision="{{{{revision}}}}",code=~"5.."}}[{{{{window}}}}])) or vector(0)) / '
+                  f'sum(rate({REQUESTS}{{revision="{{{{revision}}}}"}}[{{{{window}}}}]))'),
+    "latencyP95": ('histogram_quantile(0.95, sum by (le) (rate(modelops_gateway_request_duration_seconds_bucket'
+                   '{revision="{{revision}}"}[{{window}}])))'),
+    "ttftP95": ('histogram_quantile(0.95, sum by (le) (rate(modelops_gateway_time_to_first_token_seconds_bucket'
+                '{revision="{{revision}}"}[{{window}}])))'),
+}
+SAMPLES = f'sum(increase({REQUESTS}{{revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
+
+
+@dataclass(frozen=True)
+class Query:
+    metric: str
+    value: str  # for the revision under analysis
+    stable: str | None  # the same for the stable revision (maxRatioToStable)
+    samples: str | None  # request count (minSamples)
+
+
+@dataclass(frozen=True)
+class MeasurementRequest:
+    revision: str
+    stable: str | None
+    address: str
+    queries: list[Query]
+
+
+def render(template: str, *, revision: str, stable: str | None, namespace: str, name: str, window: str) -> str:
+    """Substitute the placeholders.
+
+    >>> render('up{revision="{{revision}}"}[{{window}}]', revision="chat-1", stable=None, namespace="ml",
+    ...        name="chat", window="1m")
+    'up{revision="chat-1"}[1m]'
+    """
+    out = template
+    for key, value in (("revision", revision), ("stable", stable or ""), ("namespace", namespace),
+                       ("name", name), ("window", window)):
+        out = out.replace("{{" + key + "}}", value)
+    return out
+
+
+def queries_for(metric: Metric, revision: str, stable: str | None, namespace: str, name: str,
+                window: str) -> Query:
+    template = TEMPLATES[metric.template] if metric.template else (metric.query or "")
+    kw = {"stable": stable, "namespace": namespace, "name": name, "window": window}
+    return Query(
+        metric=metric.name,
+        value=render(template, revision=revision, **kw),
+        stable=render(template, revision=stable, **kw) if metric.max_ratio_to_stable is not None and stable else None,
+        samples=render(SAMPLES, revision=revision, **kw) if metric.min_samples else None,
+    )
+
+
+def measurement_due(namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+                    now: dt.datetime) -> MeasurementRequest | None:
+    """The analysis to run now, if any: during a rollout once the new revision takes traffic
+    (or has a preview), and after promotion while baking; at most once per interval."""
+    analysis = spec.rollout.analysis
+    ro = status.rollout
+    if not analysis or not analysis.metrics or not analysis.provider or ro is None:
+        return None
+    if ro.promoted_at:
+        bake_until = _time(ro.bake_until)
+        if not (bake_until and now < bake_until and ro.previous_revision):
+            return None
+        revision, stable = ro.revision, ro.previous_revision
+    else:
+        if status.canary_revision != ro.revision:
+            return None
+        takes_traffic = (status.canary_weight or 0) > 0 or spec.rollout.strategy == "BlueGreen"
+        if not takes_traffic and spec.rollout.canary and spec.rollout.canary.steps:
+            return None
+        revision, stable = ro.revision, status.stable_revision
+    last = _time(ro.last_measured_at)
+    if last and (now - last).total_seconds() < seconds(analysis.interval) - 0.5:
+        return None
+    return MeasurementRequest(
+        revision=revision, stable=stable, address=analysis.provider.prometheus.address,
+        queries=[queries_for(m, revision, stable, namespace, name, analysis.window) for m in analysis.metrics])
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
