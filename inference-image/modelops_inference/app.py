@@ -1,0 +1,101 @@
+"""``create_app(settings)``: the gateway's ASGI app; its lifespan owns every long-lived object.
+
+At startup: load the serving config (when ``MODELOPS_METADATA_URI`` is set; failing
+to load it stops the startup with the reason), open the upstream HTTP session, start
+the engine monitor (probe, warm-up). At shutdown: stop the monitor, close the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from . import __version__
+from .engines import make_engine
+from .health import EngineMonitor
+from .metadata import ServingConfigHolder, default_gcs_client, make_source
+from .metrics import GatewayMetrics
+from .protocol import error_body
+from .proxy import Upstream
+from .routes import openai, ops, predict
+from .security import RateLimiter, TokenFile
+from .service import GatewayService
+from .settings import GatewaySettings
+
+log = logging.getLogger("modelops_inference")
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start; the message says why and what to fix."""
+
+
+def _bearer(path: Any) -> dict[str, str]:
+    if path is None:
+        return {}
+    token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], Any] = default_gcs_client) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        metrics = GatewayMetrics(settings.model, settings.revision, settings.engine)
+        holder = ServingConfigHolder(
+            make_source(settings.metadata_uri, settings.metadata_filename, gcs_client_factory),
+            on_loaded=lambda c: metrics.metadata_loaded(c.source_uri, c.generation, c.version),
+            on_failed=metrics.metadata_failed)
+        if holder.source is not None:
+            first = await holder.reload()
+            if not first.ok:
+                raise StartupError(f"cannot start without a serving config: {first.error} "
+                                   f"(MODELOPS_METADATA_URI={settings.metadata_uri})")
+        connector = aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=settings.max_connections,
+                                         keepalive_timeout=30, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                        timeout=aiohttp.ClientTimeout(total=None))
+        engine_headers = _bearer(settings.engine_api_key_file)
+        engine = make_engine(settings.engine, settings.engine_url, settings.upstream_model, headers=engine_headers,
+                             timeout=max(settings.connect_timeout, 5.0), warmup_prompt=settings.warmup_prompt)
+        monitor = EngineMonitor(engine, session, interval=settings.health_interval,
+                                unready_interval=settings.unready_interval, warmup=settings.warmup,
+                                on_change=metrics.set_engine_ready)
+        fallback = None
+        if settings.fallback_url:
+            fallback = Upstream("fallback", settings.fallback_url, settings.fallback_upstream_model,
+                                _bearer(settings.fallback_api_key_file))
+        app.state.gateway = GatewayService(
+            settings=settings, session=session, metrics=metrics, config=holder, monitor=monitor,
+            engine=Upstream("engine", settings.engine_url, settings.upstream_model, engine_headers),
+            fallback=fallback,
+            token=TokenFile(settings.auth_token_file) if settings.auth_token_file else None,
+            limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None,
+        )
+        monitor.start()
+        log.info("gateway %s serving %r (revision %s) in front of %s at %s%s", __version__, settings.model,
+                 settings.revision, settings.engine, settings.engine_url,
+                 f", fallback {settings.fallback_url}" if fallback else "")
+        try:
+            yield
+        finally:
+            await monitor.stop()
+            await session.close()
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        message = {404: f"no route {request.method} {request.url.path}",
+                   405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                        str(exc.detail))
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(message, type_=type_), status_code=exc.status_code, headers=exc.headers)
+
+    # Plain Starlette routes: no per-request dependency resolution on the hot path.
+    app = Starlette(routes=[*openai.routes, *predict.routes, *ops.routes], lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
+    return app

