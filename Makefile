@@ -6,7 +6,7 @@ KUBECTL := $(VENV)/bin/kubectl
 # An explicit KUBECONFIG means "use that cluster"; otherwise the local test cluster.
 KCFG := $(or $(KUBECONFIG),$(HOME)/.cache/modelops/cluster/admin.kubeconfig)
 
-.PHONY: venv build run test unit cluster-up cluster-down cluster-status clean
+.PHONY: venv build components run test unit bench cluster-up cluster-down cluster-status clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 build: venv  ## build and cache the local cluster's binaries (once per version)
 	$(PY) -m tests.cluster build
 
+components: venv  ## the real test components: llama.cpp + SmolLM2, Ollama, Prometheus (cached builds)
+	$(PY) -m tests.components install
+
 run: venv  ## the operator on the local cluster (started when no KUBECONFIG is given), with the examples applied
 	$(if $(KUBECONFIG),,$(PY) -m tests.cluster up)
 	$(KUBECTL) --kubeconfig $(KCFG) apply --server-side --force-conflicts -f crds/
@@ -27,11 +30,15 @@ run: venv  ## the operator on the local cluster (started when no KUBECONFIG is g
 	@echo "operator starting; in another shell: KUBECONFIG=$(KCFG) $(KUBECTL) get modeldeployments -n demo -w"
 	KUBECONFIG=$(KCFG) $(PY) -m modelops run
 
-test: venv  ## every tier; starts (and stops) the local cluster it needs
+test: components  ## every tier; starts (and stops) the local cluster and components it needs
 	$(PY) -m pytest
 
 unit: venv
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m unit
+
+bench: components  ## benchmarks (not tests): operator at scale, gateway overhead
+	$(PY) -m tests.bench.operator_scale
+	$(PY) -m tests.bench.gateway
 
 cluster-up: venv
 	$(PY) -m tests.cluster up

@@ -206,16 +206,40 @@ def write_kwok_stages(env: dict[str, str]) -> None:
     target.write_text("\n---\n".join(d.strip() for d in docs) + "\n")
 
 
+GATEWAY_API_CRDS = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
+
+
+def gateway_api_crds() -> Path:
+    return versions.bin_dir("gateway-api", versions.GATEWAY_API) / "crds.yaml"
+
+
+def write_gateway_api_crds(env: dict[str, str]) -> None:
+    """The Gateway API's standard CRDs, from the sigs.k8s.io/gateway-api module's config/crd."""
+    target = gateway_api_crds()
+    if target.exists():
+        return
+    proc = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{versions.GATEWAY_API}"],
+                          env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    match = re.search(r'"Dir":\s*"([^"]+)"', proc.stdout)
+    if proc.returncode != 0 or not match:
+        raise ClusterError(f"cannot download the gateway-api module: {proc.stdout}{proc.stderr}")
+    crd_dir = Path(match.group(1)) / "config" / "crd" / "standard"
+    docs = [(crd_dir / f"gateway.networking.k8s.io_{n}.yaml").read_text() for n in GATEWAY_API_CRDS]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n---\n".join(d.strip() for d in docs) + "\n")
+
+
 def build_all() -> None:
     started = time.monotonic()
     todo = [b for b in binaries().values() if not is_built(b.component, b.version)]
     stages = versions.bin_dir("kwok", versions.KWOK) / KWOK_STAGES
-    if not todo and stages.exists():
+    if not todo and stages.exists() and gateway_api_crds().exists():
         print(f"all cluster binaries are cached in {versions.BIN_CACHE}")
         return
     env = _go_env()
     go_install("kwok", versions.KWOK, "sigs.k8s.io/kwok/cmd/kwok", env)
     write_kwok_stages(env)
+    write_gateway_api_crds(env)
     go_install("helm", versions.HELM, "helm.sh/helm/v3/cmd/helm", env)
     build_kubernetes_and_etcd(env)
     print(f"cluster build finished in {time.monotonic() - started:.0f}s", flush=True)

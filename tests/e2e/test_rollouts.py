@@ -1,0 +1,101 @@
+"""Rollouts end to end: the operator on the local cluster, real Prometheus scraping real
+gateway processes that stand in for each revision's pods, traffic by the HTTPRoute weights."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from modelops.config import OperatorConfig
+from modelops.domain.spec import ModelDeploymentSpec
+from modelops.planning import resources
+from tests.support.prometheus import PrometheusServer
+from tests.support.wait import wait_for
+
+from .rollout_harness import Harness
+from .steps import apply, condition, events, get, manifest, wait_phase, with_changes
+
+STEPS = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
+
+
+@pytest.fixture(scope="module")
+def prometheus():
+    prom = PrometheusServer().start()
+    yield prom
+    prom.stop()
+
+
+def canary(prometheus: PrometheusServer, **analysis) -> dict:
+    m = manifest("chat", replicas=2, traffic={
+        "router": "gateway-api", "gateway": {"parentRefs": [{"name": "inference", "namespace": "gateways"}]}})
+    m["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": STEPS}, "analysis": {
+        "interval": "2s", "window": "10s", "failureLimit": 1,
+        "provider": {"prometheus": {"address": prometheus.address}},
+        "metrics": [{"name": "error-rate", "template": "errorRate", "max": 0.05, "minSamples": 5}], **analysis}}
+    return m
+
+
+def revision(m: dict) -> str:
+    return resources.revision_for(m["metadata"]["name"], ModelDeploymentSpec.model_validate(m["spec"]),
+                                  OperatorConfig())
+
+
+def route_weights(api, namespace: str) -> dict[str, int]:
+    route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "chat")
+    return {b["name"]: b["weight"] for b in route["spec"]["rules"][-1]["backendRefs"]}
+
+
+def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, namespace, operator, prometheus,
+                                                                 tmp_path) -> None:
+    m = canary(prometheus)
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        seen = []
+
+        def promoted() -> bool:
+            obj = get(api, namespace, "chat")
+            seen.append(obj["status"].get("canaryWeight"))
+            return obj["status"].get("stableRevision") == v2 and obj["status"].get("phase") == "Healthy"
+
+        wait_for(promoted, timeout=120, interval=0.5, what="the canary to be promoted")
+        wait_for(lambda: route_weights(api, namespace) == {v2: 100}, timeout=10, what="all traffic on v2")
+        assert h.requests_to(v2) > 20 and h.requests_to(v1) > 20
+        assert all(status == 200 for (_, status) in h.sent), h.sent
+    steps_seen = [w for w in seen if w is not None]
+    assert 20 in steps_seen and 50 in steps_seen and steps_seen == sorted(steps_seen)
+    obj = get(api, namespace, "chat")
+    assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Successful"
+    assert "modelops_gateway_requests_total" in obj["status"]["analysis"]["error-rate"]["query"]
+    assert [r for _, r, _ in events(api, namespace, "chat")].count("Promoted") == 2
+
+
+def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, cluster, namespace, operator,
+                                                                       prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-broken/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path, failing={v2}) as h:
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
+        # status is written first, the route right after it in the same reconcile
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+        assert h.requests_to(v2) > 0  # it did get its share before the abort
+    st = obj["status"]
+    assert st["stableRevision"] == v1 and "canaryRevision" not in st
+    assert "error-rate" in condition(obj, "Degraded")["message"] and "above max 0.05" in \
+        condition(obj, "Degraded")["message"]
+    deps = {d.metadata.name: d for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items}
+    assert deps[v2].spec.replicas == 0 and deps[v1].spec.replicas == 2
+    assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in events(api, namespace, "chat")]
+    assert operator.metric(f'modelops_rollbacks_total{{name="chat",namespace="{namespace}"}}') == 1
+    # Argo CD re-applying the same spec does not restart the rollout.
+    apply(cluster, namespace, v2m)
+    wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') > 0, timeout=5, what="a reconcile")
+    assert get(api, namespace, "chat")["status"]["phase"] == "RolledBack"
