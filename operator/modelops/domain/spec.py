@@ -119,7 +119,8 @@ class GPUSpec(_Model):
 
 class ResourcesSpec(_Model):
     gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPUs per replica.")
-    cpu: Quantity | None = Field(default=None, description="CPU request and limit per replica (e.g. \"4\").")
+    cpu: Quantity | None = Field(default=None, description="CPU request per replica (e.g. \"4\"); no CPU limit is set, "
+                                                              "since throttling an engine hurts latency.")
     memory: Quantity | None = Field(default=None, description="Memory request and limit per replica (e.g. 16Gi).")
 
 

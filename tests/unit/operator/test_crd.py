@@ -39,3 +39,10 @@ def test_printer_columns_and_names() -> None:
         "Model", "Engine", "Phase", "Stable", "Canary", "Weight", "Ready", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["md", "mdep"]
     assert version["subresources"] == {"status": {}}
+
+
+def test_reference_doc_is_not_stale() -> None:
+    from modelops import docgen
+
+    assert (ROOT / docgen.OUT).read_text() == docgen.render(), \
+        "docs/reference.md is stale: run `python -m modelops.docgen` and commit the result"
