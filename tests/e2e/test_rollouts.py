@@ -99,3 +99,104 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     apply(cluster, namespace, v2m)
     wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') > 0, timeout=5, what="a reconcile")
     assert get(api, namespace, "chat")["status"]["phase"] == "RolledBack"
+
+
+def test_prometheus_unreachable_holds_the_steps_then_aborts_after_consecutive_errors(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus, consecutiveErrorLimit=3)
+    m["spec"]["rollout"]["analysis"]["provider"]["prometheus"]["address"] = "http://127.0.0.1:9"  # nothing listens
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path):
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        weights = []
+
+        def rolled_back() -> bool:
+            st = get(api, namespace, "chat")["status"]
+            weights.append(st.get("canaryWeight"))
+            return st.get("phase") == "RolledBack"
+
+        wait_for(rolled_back, timeout=60, interval=0.3, what="the rollout to abort on provider errors")
+    obj = get(api, namespace, "chat")
+    assert max(w for w in weights if w is not None) == 20, f"a step advanced without data: {weights}"
+    assert "3 errors in a row" in condition(obj, "Degraded")["message"]
+    assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Error"
+    wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+
+
+def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path):
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        assert route_weights(api, namespace) == {v1: 70, v2: 30}
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/abort=")
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=30)
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+    assert "modelops.dev/abort" not in (obj["metadata"].get("annotations") or {})
+    assert "aborted by annotation" in obj["status"]["message"]
+
+
+def test_blue_green_manual_promotion_flips_the_service_and_keeps_the_old_warm(
+        api, cluster, namespace, operator) -> None:
+    m = manifest("chat", replicas=2)
+    m["spec"]["rollout"] = {"strategy": "BlueGreen", "blueGreen": {"autoPromote": False, "scaleDownDelay": "8s"}}
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    apply(cluster, namespace, m)
+    wait_phase(api, namespace, "chat", "Healthy")
+    apply(cluster, namespace, v2m)
+    obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
+    assert obj["status"]["rollout"]["pauseReason"] == "AwaitingPromotion"
+    core = client.CoreV1Api(api)
+    assert core.read_namespaced_service("chat-preview", namespace).spec.selector["modelops.dev/revision"] == v2
+    assert core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v1
+    cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/promote=")
+    wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v2,
+             timeout=30, what="the Service to flip to the new revision")
+    apps = client.AppsV1Api(api)
+    assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # warm for scaleDownDelay
+    wait_for(lambda: apps.read_namespaced_deployment(v1, namespace).spec.replicas == 0, timeout=30,
+             what="the old revision to scale down after scaleDownDelay")
+    wait_phase(api, namespace, "chat", "Healthy")
+
+
+def test_operator_killed_during_steps_resumes_without_double_promotion(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["canary"]["steps"] = [
+        {"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {"duration": "4s"}},
+        {"setWeight": 80}, {"pause": {"duration": "4s"}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        kills = 0
+        route_seen = []
+        for step in (20, 50, 80):  # kill right after each weight lands, and again during its pause
+            wait_for(lambda: route_weights(api, namespace).get(v2, 0) >= step, timeout=90,
+                     what=f"{step}% to the canary")
+            for _ in range(2):
+                route_seen.append(route_weights(api, namespace).get(v2, 0))
+                operator.kill()
+                kills += 1
+                operator.start()
+                wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= 1, timeout=30,
+                         what="the restarted operator to reconcile")
+        wait_phase(api, namespace, "chat", "Healthy", timeout=120)
+    assert kills >= 5
+    assert route_seen == sorted(route_seen), f"a weight went back after a restart: {route_seen}"
+    obj = get(api, namespace, "chat")
+    assert obj["status"]["stableRevision"] == v2
+    reasons = [r for _, r, _ in events(api, namespace, "chat")]
+    assert reasons.count("Promoted") == 2 and reasons.count("NewRevision") == 2, reasons
+    assert all(status == 200 for (_, status) in h.sent), h.sent

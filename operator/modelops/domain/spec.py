@@ -372,6 +372,7 @@ class RevisionRecord(_Model):
     generation: int | None = Field(default=None, description="The spec generation that last rolled it out.")
     outcome: str = Field(default="", description="Progressing, Serving, Superseded, Failed or RolledBack.")
     reason: str = Field(default="", description="Why the outcome, in one word.")
+    message: str = Field(default="", description="Why the outcome, in words (e.g. the failing analysis verdict).")
 
 
 class RolloutState(_Model):

@@ -300,7 +300,7 @@ def pinned_failed(ctx: Ctx, rec: RevisionRecord) -> None:
         ctx.deployment(ctx.stable, ctx.replicas if ctx.stable == ctx.target else ctx.state(ctx.stable).replicas)
         ctx.route(traffic.Traffic(stable=ctx.stable))
     reason = Reason.ROLLED_BACK if rec.outcome == "RolledBack" else rec.reason
-    text = f"revision {ctx.target} {_why(ctx, rec)}; change the spec to try again"
+    text = (rec.message or f"revision {ctx.target} {_why(ctx, rec)}") + "; change the spec to try again"
     ctx.st.event_on_change(cond.DEGRADED, reason, "Warning", text)
     ctx.st.condition(cond.PROGRESSING, F, reason, text)
     ctx.st.condition(cond.DEGRADED, T, reason, text)

@@ -102,10 +102,11 @@ def _rollback_after_promotion(ctx: Ctx, previous: str, why: str, message: str) -
     ctx.deployment(previous, max(ctx.state(previous).replicas, ctx.replicas))
     ctx.route(traffic.Traffic(stable=previous))
     ctx.out.scale[failed] = 0
-    ctx.record_target(outcome="RolledBack", reason=why)
+    text = f"rolled back from {failed} to {previous}: {message}"
+    ctx.record_target(outcome="RolledBack", reason=why, message=text)
     st.record(previous, outcome="Serving", reason="RolledBackTo")
     st.new.rollout = None
-    _rolled_back_status(ctx, previous, f"rolled back from {failed} to {previous}: {message}")
+    _rolled_back_status(ctx, previous, text)
 
 
 # --------------------------------------------------------------------------- rolling out
@@ -424,13 +425,15 @@ def abort(ctx: Ctx, why: str, message: str) -> None:
     if stable:
         ctx.deployment(stable, max(ctx.replicas, ctx.state(stable).replicas))
         ctx.route(traffic.Traffic(stable=stable))
-    ctx.record_target(outcome="RolledBack", reason=why)
+    text = f"rollout of {ctx.target} aborted: {message}"
+    ctx.record_target(outcome="RolledBack", reason=why, message=text)
     st.new.rollout = None
-    _rolled_back_status(ctx, stable, f"rollout of {ctx.target} aborted: {message}")
+    _rolled_back_status(ctx, stable, text)
 
 
 def _rolled_back_status(ctx: Ctx, stable: str | None, text: str) -> None:
     st = ctx.st
+    text += "; change the spec to try again"  # the same words the pinned state keeps showing
     st.event("Warning", Reason.ROLLED_BACK, text)
     st.condition(cond.PROGRESSING, F, Reason.ROLLED_BACK, text)
     st.condition(cond.DEGRADED, T, Reason.ROLLED_BACK, text)

@@ -291,3 +291,15 @@ def test_killed_at_any_point_the_rollout_resumes_without_repeating_a_transition(
     assert set(weights) <= {0, 10, 50}
     assert sim.events().count("Promoted") <= 2 and sim.events().count("NewRevision") <= 2
     assert "RolledBack" not in sim.events()
+
+
+def test_after_an_abort_the_next_reconciles_write_nothing() -> None:
+    sim, v1, v2 = started(spec(canary={"steps": STEPS}, analysis=ANALYSIS))
+    sim.step()
+    sim.step()
+    sim.step(10, measurements=[measure("error-rate", value=0.2, samples=100)])
+    assert sim.phase == "RolledBack"
+    sim.step(1)  # scales settle
+    again = sim.step(30)
+    assert again.status is None and again.events == [] and again.scale == {}
+    assert "error-rate = 0.2 is above max 0.05" in sim.status["message"]
