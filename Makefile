@@ -38,6 +38,7 @@ unit: venv
 
 bench: components  ## benchmarks (not tests): operator at scale, gateway overhead
 	$(PY) -m tests.bench.operator_scale
+	$(PY) -m tests.bench.rollback_latency
 	$(PY) -m tests.bench.gateway
 
 cluster-up: venv
