@@ -41,10 +41,13 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # The documented test seam: where the operator reaches a revision (the stand-ins' gateways).
+        self.revision_urls = log.parent / "revision-urls.json"
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS),
-                   MODELOPS_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1")
+                   MODELOPS_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1",
+                   MODELOPS_REVISION_URLS=str(self.revision_urls))
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelops", "run", "--liveness",

@@ -10,6 +10,7 @@ HTTPRoute the operator publishes, as a Gateway API implementation would.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -76,12 +77,13 @@ class StandIn:
 
 class Harness:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, prometheus: PrometheusServer,
-                 workdir: Path, failing: set[str] | None = None) -> None:
+                 workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.prometheus = prometheus
         self.workdir = workdir
         self.failing = failing or set()  # revisions whose engine answers 500
         self.standins: dict[str, StandIn] = {}
+        self.urls_file = urls_file  # the operator's MODELOPS_REVISION_URLS: revision -> stand-in gateway
         self.sent: Counter[tuple[str, int]] = Counter()  # (revision, status)
         self.weights: dict[str, int] = {}
         self._stop = threading.Event()
@@ -121,6 +123,11 @@ class Harness:
                         self.prometheus.add_target(f"127.0.0.1:{standin.port}", pod_revision=rev)
                         with self._lock:
                             self.standins[rev] = standin
+                        if self.urls_file:
+                            urls = {r: s.url for r, s in self.standins.items()}
+                            tmp = self.urls_file.with_suffix(".tmp")
+                            tmp.write_text(json.dumps(urls))
+                            tmp.replace(self.urls_file)
                 route = custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", self.namespace,
                                                             "httproutes", self.name)
                 backends = route["spec"]["rules"][-1]["backendRefs"]

@@ -200,3 +200,22 @@ def test_operator_killed_during_steps_resumes_without_double_promotion(
     reasons = [r for _, r, _ in events(api, namespace, "chat")]
     assert reasons.count("Promoted") == 2 and reasons.count("NewRevision") == 2, reasons
     assert all(status == 200 for (_, status) in h.sent), h.sent
+
+
+def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, namespace, operator, prometheus,
+                                                                  tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["analysis"]["prePromotion"] = {"goldenPrompts": [
+        {"prompt": "Reply with the word ok.", "expect": {"regex": "(?i)\\bok\\b", "maxLatency": "5s"}}]}
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path, urls_file=operator.revision_urls) as h:
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=60)
+        assert h.requests_to(v2) == 0, "the revision got traffic before passing its golden prompts"
+    message = condition(obj, "Degraded")["message"]
+    assert 'golden prompt "Reply with the word ok."' in message and "does not match" in message
+    assert 'answer: "tok tok tok' in message and message.count("tok") < 60  # the stub's answer, excerpted
+    assert obj["status"]["stableRevision"] == v1

@@ -13,7 +13,9 @@ from modelops import metrics
 from modelops.config import OperatorConfig
 from modelops.domain.spec import GROUP, PLURAL, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import reconcile
-from modelops.planning.analysis import measurement_due
+from modelops.planning.analysis import golden_due, measurement_due
+
+from . import golden
 
 from .kube import ExecutionResult, Kube
 from .prometheus import Prometheus
@@ -48,7 +50,8 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
         observed = kube.observe(namespace, name)
         now = dt.datetime.now(dt.timezone.utc)
         measurements = _measure(owner, prometheus, now) if prometheus else None
-        plan = reconcile.plan(owner, observed, config, now, measurements)
+        answers = _ask_golden(owner, observed, now)
+        plan = reconcile.plan(owner, observed, config, now, measurements, answers)
         result = kube.execute(owner, plan, observed)
     except ApiException as exc:
         metrics.API_ERRORS.labels(str(exc.status)).inc()
@@ -89,3 +92,15 @@ def _measure(owner: reconcile.Owner, prometheus: Prometheus, now: dt.datetime): 
     out = prometheus.measure(request)
     metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
     return out
+
+
+def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime):  # type: ignore[no-untyped-def]
+    """Send the golden prompts when the gate is due (once per rollout)."""
+    try:
+        spec = ModelDeploymentSpec.model_validate(owner.spec)
+        status = ModelDeploymentStatus.model_validate(owner.status)
+    except ValueError:
+        return None
+    ready = observed.revisions[status.canary_revision].ready if status.canary_revision in observed.revisions else 0
+    request = golden_due(owner.namespace, owner.name, spec, status, ready, now)
+    return golden.ask(request) if request else None

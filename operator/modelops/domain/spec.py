@@ -390,6 +390,9 @@ class RolloutState(_Model):
     previous_revision: str | None = Field(default=None, description="The revision kept warm for an instant rollback.")
     scale_down_at: str | None = Field(default=None, description="When the previous revision scales to zero.")
     last_measured_at: str | None = Field(default=None, description="When analysis last measured.")
+    golden_prompts: str | None = Field(default=None, description="The quality gate's result: Passed or Failed.")
+    golden_attempts: int = Field(default=0, description="Tries that got no HTTP answer (the revision unreachable).")
+    golden_asked_at: str | None = Field(default=None, description="When the golden prompts were last sent.")
     waiting_since: str | None = Field(default=None, description="Since when the new revision's pods are awaited "
                                                                 "(progressDeadline counts from here).")
 

@@ -106,3 +106,33 @@ def _time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class GoldenRequest:
+    revision: str
+    service: str  # the Service in front of the revision's pods (per-revision, or the preview)
+    namespace: str
+    model: str
+    prompts: list[str]
+
+
+GOLDEN_RETRY_SECONDS = 5.0
+
+
+def golden_due(namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+               canary_ready: int, now: dt.datetime) -> GoldenRequest | None:
+    """Send the golden prompts once, when the new revision has a ready pod and before it gets traffic
+    (again after a few seconds if the revision could not be reached)."""
+    pre = spec.rollout.analysis.pre_promotion if spec.rollout.analysis else None
+    ro = status.rollout
+    if not pre or not pre.golden_prompts or ro is None or ro.promoted_at or ro.golden_prompts:
+        return None
+    if status.canary_revision != ro.revision or canary_ready < 1:
+        return None
+    asked = _time(ro.golden_asked_at)
+    if asked and (now - asked).total_seconds() < GOLDEN_RETRY_SECONDS:
+        return None
+    service = f"{name}-preview" if spec.rollout.strategy == "BlueGreen" else ro.revision
+    return GoldenRequest(revision=ro.revision, service=service, namespace=namespace, model=spec.model.name,
+                         prompts=[g.prompt for g in pre.golden_prompts])

@@ -27,6 +27,7 @@ from modelops.config import OperatorConfig
 from modelops.domain import conditions as cond
 from modelops.domain.analysis import Measurement, MetricState, record
 from modelops.domain.conditions import Reason
+from modelops.domain.golden import GoldenAnswer
 from modelops.domain.observed import Observed, RevisionState
 from modelops.domain.spec import (
     Condition,
@@ -160,6 +161,7 @@ class Ctx:
     target: str
     stable: str | None
     commands: dict[str, str]
+    golden: list[GoldenAnswer] | None = None
 
     @property
     def now(self) -> dt.datetime:
@@ -186,7 +188,15 @@ class Ctx:
         return parse_time(rec.started if rec else None) or self.now
 
     def route(self, t: traffic.Traffic) -> None:
-        self.out.apply.extend(traffic.objects(self.owner.ref(), self.spec, t))
+        objs = traffic.objects(self.owner.ref(), self.spec, t)
+        if t.canary and self.golden_prompts and t.canary not in {o["metadata"]["name"] for o in objs}:
+            objs.append(traffic.service(self.owner.ref(), t.canary, t.canary))  # the gate calls the revision
+        self.out.apply.extend(objs)
+
+    @property
+    def golden_prompts(self) -> bool:
+        a = self.spec.rollout.analysis
+        return bool(a and a.pre_promotion and a.pre_promotion.golden_prompts)
 
     def record_target(self, **updates: Any) -> RevisionRecord:
         return self.st.record(self.target, model=self.spec.model.name, source=self.spec.model.source,
@@ -196,7 +206,7 @@ class Ctx:
 
 
 def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datetime,
-         measurements: list[Measurement] | None = None) -> Plan:
+         measurements: list[Measurement] | None = None, golden: list[GoldenAnswer] | None = None) -> Plan:
     from . import rollout  # the strategies build on this module's context
 
     st = StatusBuilder(owner, now)
@@ -213,7 +223,7 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
         return _invalid(st, out, exc.field, exc.message)
 
     stable = st.old.stable_revision if st.old.stable_revision in observed.revisions else None
-    ctx = Ctx(owner, spec, config, observed, st, out, target, stable, commands)
+    ctx = Ctx(owner, spec, config, observed, st, out, target, stable, commands, golden)
     if measurements:
         _record_measurements(ctx, measurements)
     rec = {r.name: r for r in st.old.revisions}.get(target)

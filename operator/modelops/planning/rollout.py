@@ -136,6 +136,8 @@ def roll_out(ctx: Ctx) -> None:
     if run.verdict in (RunVerdict.failed, RunVerdict.error):
         abort(ctx, f"Analysis{run.verdict.value}", run.message)
         return
+    if ctx.golden is not None and _judge_golden(ctx):
+        return
     if ctx.spec.rollout.analysis and ctx.spec.rollout.analysis.metrics:
         ctx.out.wake_within(_analysis_interval(ctx))
 
@@ -205,9 +207,47 @@ def _canary(ctx: Ctx, run: RunAssessment) -> None:
                     if steps else "waiting for the new revision", weight, run)
 
 
+GOLDEN_ATTEMPTS = 3
+
+
+def _judge_golden(ctx: Ctx) -> bool:
+    """Record the quality gate's answers; a failed prompt aborts (returns True)."""
+    from modelops.domain.golden import check, excerpt
+
+    pre = ctx.spec.rollout.analysis.pre_promotion  # type: ignore[union-attr]
+    expectations = {g.prompt: g.expect for g in pre.golden_prompts}  # type: ignore[union-attr]
+    ro = ctx.st.new.rollout
+    assert ro is not None
+    unreachable = [a for a in ctx.golden or [] if a.status is None]
+    if unreachable and ro.golden_attempts + 1 < GOLDEN_ATTEMPTS:
+        # Endpoints lag pod readiness: an unreachable revision is asked again, a few times.
+        ctx.st.new.rollout = ro.model_copy(update={"golden_attempts": ro.golden_attempts + 1,
+                                                    "golden_asked_at": ctx.st.now})
+        ctx.out.wake_within(PROGRESS_REQUEUE)
+        return False
+    for answer in ctx.golden or []:
+        why = check(expectations[answer.prompt], answer)
+        if why:
+            abort(ctx, "GoldenPromptFailed",
+                  f'golden prompt "{excerpt(answer.prompt)}" failed: {why}; answer: "{excerpt(answer.text)}"')
+            return True
+    ctx.st.new.rollout = ctx.st.new.rollout.model_copy(update={"golden_prompts": "Passed"})  # type: ignore[union-attr]
+    ctx.st.event("Normal", "GoldenPromptsPassed", f"{len(ctx.golden or [])} golden prompts passed on {ctx.target}")
+    return False
+
+
+def _golden_pending(ctx: Ctx) -> bool:
+    """The quality gate is configured and has not passed yet: no traffic, no promotion."""
+    ro = ctx.st.new.rollout
+    return ctx.golden_prompts and (ro is None or ro.golden_prompts != "Passed")
+
+
 def _may_advance(ctx: Ctx, run: RunAssessment, weight: int) -> bool:
     """A step moves on only on good data: a Successful run, or no data yet while the canary has
     no traffic. Inconclusive pauses for a person; errors and failures below the limits wait."""
+    if _golden_pending(ctx):
+        ctx.out.wake_within(PROGRESS_REQUEUE)
+        return False
     metrics = ctx.spec.rollout.analysis.metrics if ctx.spec.rollout.analysis else []
     if not metrics or run.verdict == RunVerdict.successful:
         return True
@@ -308,7 +348,7 @@ def waiting_for_pods(ctx: Ctx, state: RevisionState, want: int, since: dt.dateti
 def _gate(ctx: Ctx, run: RunAssessment, pods: int, weight: int) -> bool:
     """Before taking all traffic: full size, ready, and (if analysed) a Successful run."""
     _desire_split(ctx, pods, weight)
-    if not _pods_ready(ctx, pods):
+    if not _pods_ready(ctx, pods) or _golden_pending(ctx):
         return False
     metrics = ctx.spec.rollout.analysis.metrics if ctx.spec.rollout.analysis else []
     if not metrics or run.verdict == RunVerdict.successful:
@@ -328,7 +368,7 @@ def _blue_green(ctx: Ctx, run: RunAssessment) -> None:
     auto = bg.auto_promote if bg else True
     if "promote" in ctx.commands or st.new.rollout.promoting:  # type: ignore[union-attr]
         return _promote_when_ready(ctx, "promoted by annotation", 0, blue_green=True)
-    if not st.new.rollout.paused and _pods_ready(ctx, ctx.replicas):  # type: ignore[union-attr]
+    if not st.new.rollout.paused and _pods_ready(ctx, ctx.replicas) and not _golden_pending(ctx):  # type: ignore[union-attr]
         metrics = ctx.spec.rollout.analysis.metrics if ctx.spec.rollout.analysis else []
         passed = not metrics or run.verdict == RunVerdict.successful
         if auto and passed:

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["modelops.domain.steps", "modelops.domain.analysis", "modelops.domain.durations",
-           "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis",
+           "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis", "modelops.domain.golden",
            "modelops.adapters.kube"]
 
 

@@ -303,3 +303,52 @@ def test_after_an_abort_the_next_reconciles_write_nothing() -> None:
     again = sim.step(30)
     assert again.status is None and again.events == [] and again.scale == {}
     assert "error-rate = 0.2 is above max 0.05" in sim.status["message"]
+
+
+GOLDEN = {"prePromotion": {"goldenPrompts": [
+    {"prompt": "Reply with the word ok.", "expect": {"regex": "(?i)\\bok\\b", "maxLatency": "5s"}},
+    {"prompt": "Return {\"label\": ...} as JSON.", "expect": {"jsonSchema": {
+        "type": "object", "required": ["label"], "properties": {"label": {"type": "string"}}}}}]}}
+
+
+def _answers(ok: str = "OK.", js: str = '{"label": "spam"}', latency: float = 0.3):
+    from modelops.domain.golden import GoldenAnswer
+
+    prompts = [g["prompt"] for g in GOLDEN["prePromotion"]["goldenPrompts"]]
+    return [GoldenAnswer(prompts[0], 200, ok, latency), GoldenAnswer(prompts[1], 200, js, latency)]
+
+
+def test_golden_prompts_gate_traffic_and_passing_answers_let_the_canary_proceed() -> None:
+    sim, v1, v2 = started(spec(canary={"steps": [{"setWeight": 20}]}, analysis=GOLDEN))
+    sim.step()
+    sim.step()
+    assert sim.route_weights() == {v1: 100, v2: 0}, "traffic moved before the quality gate"
+    assert v2 in sim.services  # the gate reaches the revision through its own Service
+    from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
+    from modelops.planning.analysis import golden_due
+
+    request = golden_due("ml", "chat", ModelDeploymentSpec.model_validate(sim.spec),
+                         ModelDeploymentStatus.model_validate(sim.status), canary_ready=1, now=sim.now)
+    assert request is not None and request.service == v2 and len(request.prompts) == 2
+    sim.step(golden=_answers())
+    assert sim.status["rollout"]["goldenPrompts"] == "Passed"
+    sim.settle()
+    assert sim.status["stableRevision"] == v2
+
+
+@pytest.mark.parametrize("answers, why", [
+    (dict(ok="Sure, here you go"), "does not match"),
+    (dict(js="label: spam"), "not JSON"),
+    (dict(js='{"score": 1}'), "'label' is a required property"),
+    (dict(latency=9.0), "more than maxLatency 5s"),
+])
+def test_a_revision_failing_its_golden_prompts_is_never_promoted(answers, why) -> None:
+    sim, v1, v2 = started(spec(canary={"steps": [{"setWeight": 20}]}, analysis=GOLDEN))
+    sim.step()
+    sim.step()
+    sim.step(golden=_answers(**answers))
+    assert sim.phase == "RolledBack"
+    assert why in sim.status["message"] and "golden prompt" in sim.status["message"]
+    assert sim.replicas(v2) == 0 and sim.route_weights() == {v1: 100}
+    sim.settle()
+    assert sim.status["stableRevision"] == v1
