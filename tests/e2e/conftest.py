@@ -34,8 +34,9 @@ def free_port() -> int:
 class OperatorProcess:
     """``python -m modelops run`` in a subprocess, with its metrics and liveness ports."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = extra_env or {}
         self.log_path = log
         self.metrics_port = free_port()
         self.liveness_port = free_port()
@@ -47,7 +48,7 @@ class OperatorProcess:
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS),
                    MODELOPS_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1",
-                   MODELOPS_REVISION_URLS=str(self.revision_urls))
+                   MODELOPS_REVISION_URLS=str(self.revision_urls), **self.extra_env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelops", "run", "--liveness",
@@ -96,9 +97,22 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: ClusterHandle, crd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["FakeGCS"]:
+    """fake-gcs-server: the model registry the operator polls for new serving configs."""
+    from tests.components.servers import FakeGCS
+
+    server = FakeGCS(tmp_path_factory.mktemp("gcs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ClusterHandle, crd: str, gcs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(cluster.operator_kubeconfig or cluster.kubeconfig, log)
+    op = OperatorProcess(cluster.operator_kubeconfig or cluster.kubeconfig, log,
+                         extra_env={**gcs.env(), "MODELOPS_METADATA_POLL_SECONDS": "1"})
     op.start()
     try:
         yield op

@@ -219,3 +219,48 @@ def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, 
     assert 'golden prompt "Reply with the word ok."' in message and "does not match" in message
     assert 'answer: "tok tok tok' in message and message.count("tok") < 60  # the stub's answer, excerpted
     assert obj["status"]["stableRevision"] == v1
+
+
+def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_rolled_back_and_pinned(
+        api, cluster, namespace, operator, prometheus, gcs, tmp_path) -> None:
+    import json
+    import uuid
+
+    bucket = gcs.client().create_bucket(f"models-{uuid.uuid4().hex[:8]}")
+
+    def publish(folder: str, temperature: float) -> int:
+        blob = bucket.blob(f"gemma/{folder}/best_model_metadata.json")
+        blob.upload_from_string(json.dumps({"selected_model": "gemma-2-9b-it",
+                                            "hyperparameters": {"temperature": temperature}}))
+        return blob.generation
+
+    g1 = publish("20251201T120000_abc123", 0.2)
+    m = canary(prometheus)
+    m["spec"]["model"]["metadata"] = f"gs://{bucket.name}/gemma/"
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        apply(cluster, namespace, m)
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+        v1 = obj["status"]["stableRevision"]
+        assert obj["status"]["metadata"]["generation"] == g1
+        # The pipeline publishes a new selection: a canary starts on its own (no spec change).
+        g2 = publish("20251202T090000_def456", 0.9)
+
+        def canary_started() -> str | None:
+            return get(api, namespace, "chat")["status"].get("canaryRevision")
+
+        v2 = wait_for(canary_started, timeout=30, what="a canary for the new serving config")
+        h.fail(v2)  # the new serving config degrades answers
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90, generation=False)
+        assert obj["status"]["stableRevision"] == v1
+        records = {r["name"]: r for r in obj["status"]["revisions"]}
+        assert records[v2]["metadataGeneration"] == g2 and records[v2]["outcome"] == "RolledBack"
+        # Pinned: the same generation is not retried while it stays the newest.
+        seen = operator.metric('modelops_reconciles_total{result="ok"}')
+        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 5, timeout=30,
+                 what="five more reconciles (with registry polls every second)")
+        after = get(api, namespace, "chat")["status"]
+        assert after["phase"] == "RolledBack" and after.get("canaryRevision") is None
+    gw = client.AppsV1Api(api).read_namespaced_deployment(v2, namespace).spec.template.spec.containers[1]
+    env = {e.name: e.value for e in gw.env}
+    assert env["MODELOPS_METADATA_URI"].endswith("20251202T090000_def456/best_model_metadata.json")
+    assert env["MODELOPS_METADATA_GENERATION"] == str(g2)

@@ -19,6 +19,7 @@ from . import golden
 
 from .kube import ExecutionResult, Kube
 from .prometheus import Prometheus
+from .registry import Registry
 
 log = logging.getLogger("modelops.reconcile")
 
@@ -31,7 +32,7 @@ class Outcome:
 
 
 def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str,
-                   prometheus: Prometheus | None = None) -> Outcome:
+                   prometheus: Prometheus | None = None, registry: Registry | None = None) -> Outcome:
     started = time.monotonic()
     try:
         body = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -51,7 +52,8 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
         now = dt.datetime.now(dt.timezone.utc)
         measurements = _measure(owner, prometheus, now) if prometheus else None
         answers = _ask_golden(owner, observed, now)
-        plan = reconcile.plan(owner, observed, config, now, measurements, answers)
+        metadata = _resolve_metadata(owner, registry) if registry else None
+        plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata)
         result = kube.execute(owner, plan, observed)
     except ApiException as exc:
         metrics.API_ERRORS.labels(str(exc.status)).inc()
@@ -104,3 +106,10 @@ def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime):  # type: ig
     ready = observed.revisions[status.canary_revision].ready if status.canary_revision in observed.revisions else 0
     request = golden_due(owner.namespace, owner.name, spec, status, ready, now)
     return golden.ask(request) if request else None
+
+
+def _resolve_metadata(owner: reconcile.Owner, registry: Registry):  # type: ignore[no-untyped-def]
+    source = (owner.spec.get("model") or {}).get("metadata")
+    if not source or not source.endswith("/"):
+        return None
+    return registry.newest(source)

@@ -367,6 +367,8 @@ class RevisionRecord(_Model):
     source: str = Field(default="", description="Model source.")
     engine: str = Field(default="", description="Engine type.")
     image: str = Field(default="", description="Engine image.")
+    metadata_generation: int | None = Field(default=None, description="The serving config's GCS generation, "
+                                                                      "when spec.model.metadata is a prefix.")
     created: str | None = Field(default=None, description="When the revision was first rolled out (RFC 3339).")
     started: str | None = Field(default=None, description="When its latest rollout started (RFC 3339).")
     generation: int | None = Field(default=None, description="The spec generation that last rolled it out.")
@@ -397,6 +399,14 @@ class RolloutState(_Model):
                                                                 "(progressDeadline counts from here).")
 
 
+class ResolvedMetadata(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    source: str = Field(description="spec.model.metadata as written (a prefix).")
+    uri: str = Field(description="The newest best_model_metadata.json under it.")
+    generation: int = Field(description="Its GCS object generation: a new one rolls out like a spec change.")
+    resolved_at: str | None = Field(default=None, description="When it was last looked up.")
+
+
 class ModelDeploymentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
                               use_enum_values=True)
@@ -415,6 +425,7 @@ class ModelDeploymentStatus(_Model):
                                                            "x-kubernetes-list-map-keys": ["type"]})
     revisions: list[RevisionRecord] = Field(default_factory=list, description="Recent revisions, newest last.")
     rollout: RolloutState | None = Field(default=None, description="The state of the current rollout (resumable).")
+    metadata: ResolvedMetadata | None = Field(default=None, description="The serving config a metadata prefix resolved to.")
     analysis: dict[str, Any] | None = Field(default=None, description="Last verdict per metric, with values.",
                                             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 

@@ -14,6 +14,7 @@ from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
 from modelops.adapters.prometheus import Prometheus
+from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
 from modelops.domain.spec import GROUP, PLURAL, VERSION
 from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
@@ -39,9 +40,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.config = cfg
     memo.kube = Kube(_api_client(), field_manager=cfg.field_manager)
     memo.prometheus = Prometheus()
+    memo.registry = Registry()
 
     async def run(namespace: str, name: str) -> Outcome:
-        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name, memo.prometheus)
+        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name, memo.prometheus,
+                                       memo.registry)
 
     memo.workers = Workers(run)
     if cfg.metrics_port:

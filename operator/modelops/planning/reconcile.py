@@ -34,6 +34,7 @@ from modelops.domain.spec import (
     ConditionStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    ResolvedMetadata,
     RevisionRecord,
     RolloutState,
 )
@@ -162,6 +163,7 @@ class Ctx:
     stable: str | None
     commands: dict[str, str]
     golden: list[GoldenAnswer] | None = None
+    metadata: tuple[str, int] | None = None  # a metadata prefix's newest object and its generation
 
     @property
     def now(self) -> dt.datetime:
@@ -178,7 +180,7 @@ class Ctx:
         """Desire ``revision`` at ``replicas``: the full object for the target, a scale for older ones."""
         if revision == self.target:
             self.out.apply.append(resources.revision_deployment(self.owner.ref(), self.spec, self.config,
-                                                                revision, replicas))
+                                                                revision, replicas, self.metadata))
         elif self.state(revision).replicas != replicas and revision in self.observed.revisions:
             self.out.scale[revision] = replicas
 
@@ -202,11 +204,13 @@ class Ctx:
         return self.st.record(self.target, model=self.spec.model.name, source=self.spec.model.source,
                               engine=self.spec.engine.type,
                               image=self.spec.engine.image or _default_image(self.spec, self.config),
+                              metadata_generation=self.metadata[1] if self.metadata else None,
                               generation=self.owner.generation, **updates)
 
 
 def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datetime,
-         measurements: list[Measurement] | None = None, golden: list[GoldenAnswer] | None = None) -> Plan:
+         measurements: list[Measurement] | None = None, golden: list[GoldenAnswer] | None = None,
+         metadata: ResolvedMetadata | None = None) -> Plan:
     from . import rollout  # the strategies build on this module's context
 
     st = StatusBuilder(owner, now)
@@ -215,7 +219,11 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     out.clear_annotations = [ANNOTATION_PREFIX + c for c in commands]
     try:
         spec = ModelDeploymentSpec.model_validate(owner.spec)
-        target = resources.revision_for(owner.name, spec, config)
+        resolved = _resolved_metadata(st, spec, metadata)
+        if is_metadata_prefix(spec) and resolved is None:
+            return _invalid(st, out, "spec.model.metadata",
+                            f"no best_model_metadata.json found under {spec.model.metadata} yet")
+        target = resources.revision_for(owner.name, spec, config, resolved)
     except ValidationError as exc:
         first = exc.errors()[0]
         return _invalid(st, out, "spec." + ".".join(str(p) for p in first["loc"]), first["msg"])
@@ -223,7 +231,7 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
         return _invalid(st, out, exc.field, exc.message)
 
     stable = st.old.stable_revision if st.old.stable_revision in observed.revisions else None
-    ctx = Ctx(owner, spec, config, observed, st, out, target, stable, commands, golden)
+    ctx = Ctx(owner, spec, config, observed, st, out, target, stable, commands, golden, resolved)
     if measurements:
         _record_measurements(ctx, measurements)
     rec = {r.name: r for r in st.old.revisions}.get(target)
@@ -243,6 +251,26 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     out.events = st.events
     out.wake_within(config.resync_seconds)
     return out
+
+
+def is_metadata_prefix(spec: ModelDeploymentSpec) -> bool:
+    return bool(spec.model.metadata and spec.model.metadata.endswith("/"))
+
+
+def _resolved_metadata(st: StatusBuilder, spec: ModelDeploymentSpec,
+                       fresh: ResolvedMetadata | None) -> tuple[str, int] | None:
+    """The newest serving config of a metadata prefix: freshly looked up, else as recorded in status
+    (so a restart or a failed lookup keeps the same revision)."""
+    if not is_metadata_prefix(spec):
+        st.new.metadata = None
+        return None
+    known = st.new.metadata if st.new.metadata and st.new.metadata.source == spec.model.metadata else None
+    if fresh is not None and fresh.source == spec.model.metadata:
+        if known is None or (known.uri, known.generation) != (fresh.uri, fresh.generation):
+            st.event("Normal", "NewServingConfig", f"{fresh.uri} generation {fresh.generation}")
+            st.new.metadata = fresh.model_copy(update={"resolved_at": st.now})
+        known = st.new.metadata
+    return (known.uri, known.generation) if known else None
 
 
 def _record_measurements(ctx: Ctx, measurements: list[Measurement]) -> None:

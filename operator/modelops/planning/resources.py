@@ -64,9 +64,13 @@ def pod_template(ctx: PodContext) -> dict[str, Any]:
     }
 
 
-def revision_for(name: str, spec: ModelDeploymentSpec, config: OperatorConfig) -> str:
-    """The revision name the spec asks for (raises PlanError on specs that cannot be rendered)."""
-    return revision_name(name, template_hash(pod_template(PodContext(name, spec, config, revision=""))))
+def revision_for(name: str, spec: ModelDeploymentSpec, config: OperatorConfig,
+                 metadata: tuple[str, int] | None = None) -> str:
+    """The revision name the spec asks for (raises PlanError on specs that cannot be rendered).
+    ``metadata``: the (uri, generation) a metadata prefix resolved to; a new generation is a new revision."""
+    ctx = PodContext(name, spec, config, revision="", metadata_uri=metadata[0] if metadata else None,
+                     metadata_generation=metadata[1] if metadata else None)
+    return revision_name(name, template_hash(pod_template(ctx)))
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
@@ -83,9 +87,11 @@ def finish(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def revision_deployment(owner: dict[str, Any], spec: ModelDeploymentSpec, config: OperatorConfig,
-                        revision: str, replicas: int) -> dict[str, Any]:
+                        revision: str, replicas: int, metadata: tuple[str, int] | None = None) -> dict[str, Any]:
     name = owner["name"]
-    template = pod_template(PodContext(name, spec, config, revision=revision))
+    template = pod_template(PodContext(name, spec, config, revision=revision,
+                                       metadata_uri=metadata[0] if metadata else None,
+                                       metadata_generation=metadata[1] if metadata else None))
     return finish({
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -49,7 +49,7 @@ class Sim:
 
     # --- time and the operator --------------------------------------------------
     def step(self, seconds: float = 0, measurements: list[Measurement] | None = None,
-             crash: str | None = None, golden: list | None = None) -> reconcile.Plan:
+             crash: str | None = None, golden: list | None = None, metadata: Any = None) -> reconcile.Plan:
         """One reconcile. ``crash`` kills the operator part-way through executing the plan, in the
         executor's order: "after-annotations" (status and objects lost) or "after-status" (objects
         and events lost)."""
@@ -62,7 +62,7 @@ class Sim:
                                       s["metadata"]["annotations"]["modelops.dev/applied-hash"])
                       for n, s in self.services.items()},
             routes={n: r["metadata"]["annotations"]["modelops.dev/applied-hash"] for n, r in self.routes.items()})
-        plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden)
+        plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden, metadata)
         if crash:
             for key in plan.clear_annotations:
                 self.annotations.pop(key, None)

@@ -352,3 +352,38 @@ def test_a_revision_failing_its_golden_prompts_is_never_promoted(answers, why) -
     assert sim.replicas(v2) == 0 and sim.route_weights() == {v1: 100}
     sim.settle()
     assert sim.status["stableRevision"] == v1
+
+
+def test_a_new_serving_config_generation_rolls_out_like_a_spec_change() -> None:
+    from modelops.domain.spec import ResolvedMetadata
+
+    prefix = "gs://models/gemma/"
+    s = spec(canary={"steps": [{"setWeight": 50}]})
+    s["model"]["metadata"] = prefix
+    sim = Sim(s, CFG)
+    first = sim.step()
+    assert sim.condition("Degraded")["reason"] == "InvalidSpec"  # nothing resolved yet
+    assert "no best_model_metadata.json found under gs://models/gemma/" in sim.status["message"]
+    assert first.apply == []
+    g1 = ResolvedMetadata(source=prefix, uri=prefix + "20251201T120000_abc123/best_model_metadata.json", generation=11)
+    sim.step(metadata=g1)
+    sim.settle()
+    v1 = sim.status["stableRevision"]
+    assert sim.status["metadata"]["generation"] == 11
+    env = {e["name"]: e["value"] for e in sim_env(sim, v1)}
+    assert env["MODELOPS_METADATA_URI"] == g1.uri and env["MODELOPS_METADATA_GENERATION"] == "11"
+    # between polls (no fresh lookup) and after a restart, the recorded generation keeps the revision
+    sim.step(30)
+    assert sim.status["stableRevision"] == v1 and "canaryRevision" not in sim.status
+    g2 = ResolvedMetadata(source=prefix, uri=prefix + "20251202T090000_def456/best_model_metadata.json", generation=12)
+    sim.step(metadata=g2)
+    assert sim.status["canaryRevision"] and sim.status["canaryRevision"] != v1
+    assert "NewServingConfig" in sim.events()
+    rec = {r["name"]: r for r in sim.status["revisions"]}[sim.status["canaryRevision"]]
+    assert rec["metadataGeneration"] == 12
+
+
+def sim_env(sim: Sim, revision: str) -> list[dict]:
+    obj = next(o for p in sim.plans for o in p.apply if o["metadata"]["name"] == revision and o["kind"] == "Deployment")
+    gateway = obj["spec"]["template"]["spec"]["containers"][1]
+    return gateway["env"]

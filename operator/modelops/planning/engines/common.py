@@ -36,6 +36,8 @@ class PodContext:
     spec: ModelDeploymentSpec
     config: OperatorConfig
     revision: str  # "" while hashing
+    metadata_uri: str | None = None  # the exact object a metadata prefix resolved to
+    metadata_generation: int | None = None
 
     @property
     def source(self) -> Source:
@@ -96,7 +98,10 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         {"name": "MODELOPS_REVISION", "value": ctx.revision},
         {"name": "MODELOPS_PORT", "value": str(GATEWAY_PORT)},
     ]
-    if ctx.spec.model.metadata:
+    if ctx.metadata_uri:
+        env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.metadata_uri})
+        env.append({"name": "MODELOPS_METADATA_GENERATION", "value": str(ctx.metadata_generation)})
+    elif ctx.spec.model.metadata:
         env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.spec.model.metadata})
     return {
         "name": "gateway",

@@ -1,0 +1,80 @@
+"""The model registry on GCS: resolve a metadata prefix to its newest serving config.
+
+The model-selection pipeline writes ``gs://bucket/models/{timestamp}_{commit}/best_model_metadata.json``;
+folder names sort by time, so the newest is the last one that holds the file. Lookups go
+through google-cloud-storage (``STORAGE_EMULATOR_HOST`` for the emulator) and are cached per
+prefix for ``MODELOPS_METADATA_POLL_SECONDS`` (default 60): a new generation is noticed within
+that time and rolled out like a spec change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any
+
+from modelops.domain.spec import ResolvedMetadata
+
+log = logging.getLogger(__name__)
+FILENAME = "best_model_metadata.json"
+
+
+class RegistryError(Exception):
+    pass
+
+
+class Registry:
+    def __init__(self, poll_seconds: float | None = None, client: Any = None) -> None:
+        self.poll_seconds = poll_seconds if poll_seconds is not None else \
+            float(os.environ.get("MODELOPS_METADATA_POLL_SECONDS", "60"))
+        self._client = client
+        self._cache: dict[str, tuple[float, ResolvedMetadata | None]] = {}
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        if self._client is None:
+            from google.cloud import storage
+
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
+                                              credentials=AnonymousCredentials())
+            else:
+                self._client = storage.Client()
+        return self._client
+
+    def newest(self, prefix_uri: str) -> ResolvedMetadata | None:
+        """The newest serving config under the prefix (cached for the poll interval); None if there is none
+        or GCS could not be read (the last known one, recorded in status, stays in force)."""
+        with self._lock:
+            cached = self._cache.get(prefix_uri)
+            if cached and time.monotonic() - cached[0] < self.poll_seconds:
+                return cached[1]
+        try:
+            found = self._lookup(prefix_uri)
+        except Exception as exc:  # noqa: BLE001 - any GCS failure keeps the last known config
+            log.warning("cannot resolve %s: %s", prefix_uri, exc)
+            found = None
+        with self._lock:
+            self._cache[prefix_uri] = (time.monotonic(), found)
+        return found
+
+    def _lookup(self, prefix_uri: str) -> ResolvedMetadata | None:
+        m = re.fullmatch(r"gs://([^/]+)/(.*)", prefix_uri)
+        if not m:
+            raise RegistryError(f"not a gs:// prefix: {prefix_uri}")
+        bucket_name, prefix = m.groups()
+        bucket = self.client().bucket(bucket_name)
+        pages = self.client().list_blobs(bucket_name, prefix=prefix, delimiter="/")
+        for _ in pages:  # consuming the iterator fills pages.prefixes
+            pass
+        for folder in sorted(pages.prefixes, reverse=True):
+            blob = bucket.get_blob(folder + FILENAME)
+            if blob is not None:
+                return ResolvedMetadata(source=prefix_uri, uri=f"gs://{bucket_name}/{blob.name}",
+                                        generation=int(blob.generation))
+        return None
