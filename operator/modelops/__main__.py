@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import sys
 
 from modelops import __version__
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
+    run.add_argument("--priority", type=int, default=None,
+                     help="kopf peering priority; with --peering the default is random per process, so that "
+                          "exactly one replica is active and the others stand by (equal priorities all pause)")
     run.add_argument("--log-format", choices=["plain", "full", "json"], default="full",
                      help="json: one JSON object per line, with the object's namespace and name")
     run.add_argument("--verbose", action="store_true")
@@ -36,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                                "json": kopf.LogFormat.JSON}[args.log_format])
     if not args.verbose:  # every watch event's "handler succeeded" is noise at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    priority = args.priority
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1) if args.peering else 0
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=namespaces,
-        standalone=args.peering is None, peering_name=args.peering,
+        standalone=args.peering is None, peering_name=args.peering, priority=priority,
         liveness_endpoint=args.liveness,
     ))
     return 0
