@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
+    run.add_argument("--leader-election", default=None, metavar="LEASE",
+                     help="several replicas: only the holder of this Lease (in MODELOPS_LEASE_NAMESPACE) "
+                          "reconciles; defaults to the --peering name (also MODELOPS_LEADER_ELECTION)")
     run.add_argument("--priority", type=int, default=None,
                      help="kopf peering priority; with --peering the default is random per process, so that "
                           "exactly one replica is active and the others stand by (equal priorities all pause)")
@@ -35,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     from modelops.handlers import modeldeployment  # noqa: F401 - registers the handlers
 
     namespaces = args.namespace or OperatorConfig().namespaces
+    lease = args.leader_election or args.peering
+    if lease:  # read by the startup handler through OperatorConfig
+        import os
+
+        os.environ.setdefault("MODELOPS_LEADER_ELECTION", lease)
     kopf.configure(verbose=args.verbose, log_prefix=True,
                    log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
                                "json": kopf.LogFormat.JSON}[args.log_format])

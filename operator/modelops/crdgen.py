@@ -21,6 +21,8 @@ from modelops.domain import spec as api
 
 DROP = {"title", "discriminator"}
 CRD_PATH = Path("crds") / f"{api.PLURAL}.{api.GROUP}.yaml"
+# The Helm chart ships the same file (Helm installs crds/ before templates).
+CHART_CRD_PATH = Path("charts") / "modelops" / "crds" / CRD_PATH.name
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -183,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out} is stale: run python -m modelops.crdgen", file=sys.stderr)
             return 1
         return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    for out in (args.out, CHART_CRD_PATH) if args.out == CRD_PATH else (args.out,):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
@@ -13,6 +15,7 @@ from prometheus_client import start_http_server
 from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
+from modelops.adapters.lease import LeaseLock
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
@@ -47,13 +50,40 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                        memo.registry)
 
     memo.workers = Workers(run)
+    memo.lease = None
+    if cfg.leader_election:
+        identity = os.environ.get("POD_ID") or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        memo.lease = LeaseLock(memo.kube.api, cfg.lease_namespace, cfg.leader_election, identity, cfg.lease_seconds)
+        memo.workers.set_active(False)
+        memo.leadership = asyncio.create_task(_lead(memo, logger))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
     logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
 
 
+async def _lead(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Renew (or try to take) the Lease every third of its duration; only the holder's workers run."""
+    lease: LeaseLock = memo.lease
+    leading = False
+    while True:
+        try:
+            now_leading = await asyncio.to_thread(lease.try_acquire_or_renew)
+        except Exception as exc:  # noqa: BLE001 - an unreachable apiserver means: stop leading
+            logger.warning("leader election: %s", exc)
+            now_leading = False
+        if now_leading != leading:
+            logger.info("leader election: %s the lease %s/%s", "holding" if now_leading else "lost",
+                        lease.namespace, lease.name)
+            leading = now_leading
+            memo.workers.set_active(leading)
+        await asyncio.sleep(max(1.0, lease.duration / 3))
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.lease is not None:
+        memo.leadership.cancel()
+        await asyncio.to_thread(memo.lease.release)
     await memo.workers.stop()
     memo.kube.api.close()
     memo.prometheus.close()

@@ -26,6 +26,14 @@ class Workers:
         self._pokes: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
+        self._active = asyncio.Event()  # set while this replica may reconcile (always, without leader election)
+        self._active.set()
+
+    def set_active(self, active: bool) -> None:
+        if active:
+            self._active.set()
+        else:
+            self._active.clear()
 
     def poke(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -59,6 +67,7 @@ class Workers:
         namespace, name = key
         failures = 0
         while True:
+            await self._active.wait()  # a standby replica holds its workers here
             poke = self._pokes.setdefault(key, asyncio.Event())
             poke.clear()
             try:

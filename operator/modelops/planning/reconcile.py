@@ -326,6 +326,12 @@ def _first(ctx: Ctx) -> None:
 
     if rollout.waiting_for_pods(ctx, state, ctx.replicas, since=ctx.record_started()):
         return
+    prog = cond.get(ctx.st.new.conditions, cond.PROGRESSING)
+    if not (prog and prog.reason == Reason.INSUFFICIENT_GPU and (ctx.st.new.message or "").startswith("waiting")):
+        text = f"rolling out {ctx.target}: " + waiting_text(state, ctx.replicas)
+        ctx.st.condition(cond.PROGRESSING, T, Reason.REVISION_PROGRESSING, text)
+        ctx.st.condition(cond.DEGRADED, F, Reason.AS_EXPECTED, "")
+        ctx.st.new.message = text
     stable_status(ctx, None, rolling=True)
 
 

@@ -22,7 +22,8 @@ VALUES = {  # the values files the golden tests render, by name
     "default": {},
     "namespaced": {"watchNamespaces": ["ml", "ml-staging"]},
     "ha": {"replicaCount": 2, "peering": {"enabled": True},
-           "metrics": {"serviceMonitor": {"enabled": True}}, "grafana": {"dashboard": {"enabled": True}}},
+           "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+           "grafana": {"dashboard": {"enabled": True}}},
 }
 
 

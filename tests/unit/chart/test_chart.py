@@ -59,7 +59,9 @@ def test_operator_pod_meets_pod_security_restricted() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "healthz": 8081}
     assert c["command"] == ["python", "-m", "modelops"]
-    assert c["args"][:2] == ["run", "--liveness=http://0.0.0.0:8081/healthz"]
+    assert c["args"] == ["run", "--liveness=http://0.0.0.0:8081/healthz", "--log-format=full"]
+    json_args = _pod(objects(template({"operator": {"logFormat": "json"}})))["containers"][0]["args"]
+    assert "--log-format=json" in json_args
 
 
 def test_one_replica_with_recreate_by_default_and_peering_for_more() -> None:
@@ -114,7 +116,7 @@ NAMESPACED_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
-     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+     "verbs": ["get", "list", "create", "patch", "delete"]},
 ]
 CRD_READS = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
              "verbs": ["list", "watch"]}
@@ -215,3 +217,24 @@ def test_metrics_service_and_opt_in_service_monitor() -> None:
 def test_chart_packages(tmp_path: Path) -> None:
     out = helm("package", str(CHART), "--destination", str(tmp_path))
     assert (tmp_path / "modelops-0.1.0.tgz").exists(), out.stdout
+
+
+def test_opt_in_pod_monitor_scrapes_the_gateways_of_model_pods() -> None:
+    assert not find(objects(template({})), "PodMonitor")
+    (pm,) = find(objects(template({"metrics": {"podMonitor": {"enabled": True}}})), "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "modelops-inference",
+                                                     "app.kubernetes.io/managed-by": "modelops"}
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    (pm,) = find(objects(template({"watchNamespaces": ["ml"], "metrics": {"podMonitor": {"enabled": True}}})),
+                 "PodMonitor")
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
+
+
+def test_pod_monitor_selects_the_pods_the_operator_renders() -> None:
+    from modelops.planning.engines.common import GATEWAY_PORT, common_labels
+
+    labels = common_labels("chat")
+    (pm,) = find(objects(template({"metrics": {"podMonitor": {"enabled": True}}})), "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert GATEWAY_PORT == 8080

@@ -192,3 +192,9 @@ def test_old_revisions_beyond_history_are_deleted_oldest_first() -> None:
             for i in range(1, 6)}
     p = run(o, Observed(revisions={r1: ready(r1), **olds}, services=obs.services))
     assert p.delete == [("Deployment", "chat-old1"), ("Deployment", "chat-old2")]  # keeps 3
+
+
+def test_first_visit_says_what_is_happening() -> None:
+    p = run(owner(SPEC), Observed())
+    assert p.status["message"] == f"rolling out {rev_of(SPEC)}: 0/2 replicas ready"
+    assert cond(p.status, "Progressing")["reason"] == "RevisionProgressing"

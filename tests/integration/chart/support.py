@@ -1,0 +1,238 @@
+"""The chart on the local cluster: a release, its ServiceAccount's token, and the operator run
+out of cluster with exactly the chart's container args and env (kwok pods run no containers)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from kubernetes import client, config
+
+from tests.support.kube import ClusterHandle
+from tests.support.wait import wait_for
+from tests.unit.chart.helm import CHART, helm, objects, values_file
+
+ROOT = Path(__file__).resolve().parents[3]
+RESYNC_SECONDS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Release:
+    """``helm install`` of charts/modelops into its own namespace; ``uninstall`` removes it."""
+
+    cluster: ClusterHandle
+    values: dict[str, Any]
+    workdir: Path
+    name: str = field(default_factory=lambda: f"mo-{uuid.uuid4().hex[:6]}")
+    namespace: str = ""
+
+    def __post_init__(self) -> None:
+        self.namespace = self.namespace or f"modelops-system-{uuid.uuid4().hex[:5]}"
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-modelops"
+
+    def install(self, *extra: str) -> None:
+        # The release namespace enforces Pod Security "restricted": the operator pod must pass it.
+        self.cluster.kubectl("create", "namespace", self.namespace)
+        self.cluster.kubectl("label", "namespace", self.namespace, "modelops.dev/test=true",
+                             "pod-security.kubernetes.io/enforce=restricted",
+                             "pod-security.kubernetes.io/warn=restricted")
+        f = values_file(self.values, self.workdir)
+        out = helm("install", self.name, str(CHART), "--namespace", self.namespace, "-f", str(f),
+                   "--wait", "--timeout", "120s", *extra, kubeconfig=self.cluster.kubeconfig)
+        self.install_output = out.stdout + out.stderr
+
+    def upgrade(self, *extra: str) -> str:
+        f = values_file(self.values, self.workdir)
+        out = helm("upgrade", self.name, str(CHART), "--namespace", self.namespace, "-f", str(f),
+                   "--wait", "--timeout", "120s", *extra, kubeconfig=self.cluster.kubeconfig)
+        return out.stdout + out.stderr
+
+    def uninstall(self) -> None:
+        helm("uninstall", self.name, "--namespace", self.namespace, "--wait", "--timeout", "60s",
+             kubeconfig=self.cluster.kubeconfig, check=False)
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+    def manifest(self) -> list[dict[str, Any]]:
+        out = helm("get", "manifest", self.name, "--namespace", self.namespace, kubeconfig=self.cluster.kubeconfig)
+        return objects(out.stdout)
+
+    def container(self) -> dict[str, Any]:
+        dep = next(o for o in self.manifest() if o["kind"] == "Deployment")
+        return dep["spec"]["template"]["spec"]["containers"][0]
+
+    def service_account(self) -> str:
+        return next(o for o in self.manifest() if o["kind"] == "ServiceAccount")["metadata"]["name"]
+
+    def token_kubeconfig(self, path: Path, seconds: int = 3600) -> Path:
+        """A kubeconfig that authenticates as the release's ServiceAccount (TokenRequest)."""
+        with self.cluster.api_client() as api:
+            req = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds))
+            token = client.CoreV1Api(api).create_namespaced_service_account_token(
+                self.service_account(), self.namespace, req).status.token
+        admin = yaml.safe_load(self.cluster.kubeconfig.read_text())
+        ctx_name = admin.get("current-context")
+        ctx = next(c for c in admin["contexts"] if c["name"] == ctx_name)["context"]
+        cluster_entry = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])
+        user = f"system:serviceaccount:{self.namespace}:{self.service_account()}"
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "operator",
+               "clusters": [cluster_entry],
+               "users": [{"name": user, "user": {"token": token}}],
+               "contexts": [{"name": "operator", "context": {"cluster": cluster_entry["name"], "user": user}}]}
+        path.write_text(yaml.safe_dump(cfg))
+        path.chmod(0o600)
+        return path
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account()}"
+
+
+def api_from(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+class ChartOperator:
+    """``python -m modelops`` with the container's args and env from the release's Deployment.
+
+    Only what cannot be the same out of cluster changes: the listening ports (free
+    local ports instead of 8080/8081 on every interface), POD_ID (no pod), the resync
+    interval (shorter, so tests are quick) and KUBECONFIG (the ServiceAccount's token).
+    """
+
+    def __init__(self, container: dict[str, Any], kubeconfig: Path, log: Path, pod_id: str = "") -> None:
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = log
+        self.pod_id = pod_id or f"chart-operator-{uuid.uuid4().hex[:5]}"
+        assert container["command"] == ["python", "-m", "modelops"], container["command"]
+        self.args = [f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz" if a.startswith("--liveness=") else a
+                     for a in container["args"]]
+        env = {}
+        for e in container.get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+        env.update(KUBECONFIG=str(kubeconfig), MODELOPS_METRICS_PORT=str(self.metrics_port),
+                   MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS), POD_ID=self.pod_id)
+        self.chart_env = {k: v for k, v in env.items()}
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ChartOperator":
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "modelops", *self.args], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_for(self._live, timeout=30, what=f"the operator's liveness endpoint (log: {self.log_path})")
+        return self
+
+    def _live(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, \
+            f"the operator exited: {self.log_path.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+
+def running(release: Release, tmp: Path) -> Iterator[ChartOperator]:
+    """Generator for fixtures: the release's operator, as its ServiceAccount, stopped afterwards."""
+    kubeconfig = release.token_kubeconfig(tmp / "sa.kubeconfig")
+    op = ChartOperator(release.container(), kubeconfig, tmp / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+# --------------------------------------------------------------------------- RBAC
+def rule_allows(rule: dict[str, Any], verb: str, group: str, resource: str) -> bool:
+    """One PolicyRule against one request; ``resource`` may carry a subresource ("deployments/scale")."""
+    return (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", [])) and \
+        (resource in rule.get("resources", []) or "*" in rule.get("resources", [])) and \
+        (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+
+
+def allows(rules: list[dict[str, Any]], verb: str, group: str, resource: str) -> bool:
+    return any(rule_allows(r, verb, group, resource) for r in rules)
+
+
+def expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Rules as a set of (verb, group, resource) triples."""
+    return {(v, g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+@dataclass
+class AuditRequests:
+    """Every request of one user in the local apiserver's audit log, from a mark on.
+
+    The local cluster audits every request (reads too) of the ``modelops-operator``
+    identity; other users' reads are not audited.
+    """
+
+    path: Path
+    offset: int = 0
+
+    def mark(self) -> "AuditRequests":
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        return self
+
+    def requests(self, user: str) -> list[dict[str, Any]]:
+        import json
+
+        out = []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            for line in f:
+                e = json.loads(line)
+                if e.get("user", {}).get("username") == user and e.get("objectRef"):
+                    out.append(e)
+        return out
+
+    def triples(self, user: str) -> set[tuple[str, str, str]]:
+        """(verb, group, resource[/subresource]) of the user's resource requests."""
+        out = set()
+        for e in self.requests(user):
+            ref = e["objectRef"]
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.add((e["verb"], ref.get("apiGroup", ""), resource))
+        return out
