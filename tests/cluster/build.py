@@ -192,18 +192,23 @@ def go_install(component: str, version: str, package: str, env: dict[str, str]) 
     _finish(out, started, f"{component} {version}")
 
 
-def write_kwok_stages(env: dict[str, str]) -> None:
-    """Copy kwok's own default stage definitions, from its module source, next to the binary."""
-    target = versions.bin_dir("kwok", versions.KWOK) / KWOK_STAGES
-    if target.exists():
-        return
-    proc = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{versions.KWOK}"],
+def _module_files(module: str, version: str, files: list[str], env: dict[str, str], target: Path) -> None:
+    """Concatenate YAML files from a Go module's source (downloaded through the module proxy) into ``target``."""
+    proc = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
                           env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     match = re.search(r'"Dir":\s*"([^"]+)"', proc.stdout)
     if proc.returncode != 0 or not match:
-        raise ClusterError(f"cannot download the kwok module for its stages: {proc.stdout}{proc.stderr}")
-    docs = [(Path(match.group(1)) / f).read_text() for f in KWOK_STAGE_FILES]
+        raise ClusterError(f"cannot download the {module} module: {proc.stdout}{proc.stderr}")
+    docs = [(Path(match.group(1)) / f).read_text() for f in files]
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n---\n".join(d.strip() for d in docs) + "\n")
+
+
+def write_kwok_stages(env: dict[str, str]) -> None:
+    """kwok's own default stage definitions, from its module source, next to the binary."""
+    target = versions.bin_dir("kwok", versions.KWOK) / KWOK_STAGES
+    if not target.exists():
+        _module_files("sigs.k8s.io/kwok", versions.KWOK, list(KWOK_STAGE_FILES), env, target)
 
 
 GATEWAY_API_CRDS = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
@@ -215,18 +220,9 @@ def gateway_api_crds() -> Path:
 
 def write_gateway_api_crds(env: dict[str, str]) -> None:
     """The Gateway API's standard CRDs, from the sigs.k8s.io/gateway-api module's config/crd."""
-    target = gateway_api_crds()
-    if target.exists():
-        return
-    proc = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{versions.GATEWAY_API}"],
-                          env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
-    match = re.search(r'"Dir":\s*"([^"]+)"', proc.stdout)
-    if proc.returncode != 0 or not match:
-        raise ClusterError(f"cannot download the gateway-api module: {proc.stdout}{proc.stderr}")
-    crd_dir = Path(match.group(1)) / "config" / "crd" / "standard"
-    docs = [(crd_dir / f"gateway.networking.k8s.io_{n}.yaml").read_text() for n in GATEWAY_API_CRDS]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n---\n".join(d.strip() for d in docs) + "\n")
+    if not gateway_api_crds().exists():
+        files = [f"config/crd/standard/gateway.networking.k8s.io_{n}.yaml" for n in GATEWAY_API_CRDS]
+        _module_files("sigs.k8s.io/gateway-api", versions.GATEWAY_API, files, env, gateway_api_crds())
 
 
 def build_all() -> None:
