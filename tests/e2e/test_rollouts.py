@@ -3,6 +3,8 @@ gateway processes that stand in for each revision's pods, traffic by the HTTPRou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from kubernetes import client
 
@@ -264,3 +266,44 @@ def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_
     env = {e.name: e.value for e in gw.env}
     assert env["MODELOPS_METADATA_URI"].endswith("20251202T090000_def456/best_model_metadata.json")
     assert env["MODELOPS_METADATA_GENERATION"] == str(g2)
+
+
+def test_kubectl_modelops_during_a_live_canary(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    """The plugin, through the real kubectl, on a canary the operator is really running."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.cluster import build
+
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    def plugin(*args: str) -> str:
+        out = subprocess.run([str(build.kubectl()), "modelops", *args, "-n", namespace,
+                              f"--kubeconfig={cluster.kubeconfig}"], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    m = canary(prometheus)
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 60}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path):
+        apply(cluster, namespace, m)
+        wait_phase(api, namespace, "chat", "Healthy")
+        apply(cluster, namespace, v2m)
+        wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        wait_for(lambda: "Successful" in plugin("get", "chat"), timeout=30, what="an analysis verdict in the plugin")
+        out = plugin("get", "chat")
+        assert "Paused" in out and v1 in out and v2 in out
+        assert "70%" in out and "30%" in out
+        current = [line for line in out.splitlines() if "current" in line]
+        assert current and "pause" in current[0], out
+        assert "error-rate" in out and "Successful" in out
+        plugin("promote", "chat")
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+    assert obj["status"]["stableRevision"] == v2
+    history = plugin("history", "chat")
+    assert v1 in history and v2 in history and "Superseded" in history and "Serving" in history

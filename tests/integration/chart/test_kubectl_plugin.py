@@ -1,10 +1,10 @@
 """``kubectl modelops`` against the local cluster, run through the real kubectl (which finds
 the ``kubectl-modelops`` console script on PATH).
 
-No operator runs here. The operator does not yet produce a canary in the middle of its
-steps with analysis results on the local cluster (no Prometheus feeds it), so the test
-writes that state through the status subresource, as the operator would: the hand-written
-fixture tests/fixtures/status/progressing-canary.json (then paused.json)."""
+No operator runs here: these tests write the rollout states through the status subresource
+(the fixtures tests/fixtures/status/progressing-canary.json, then paused.json), to draw every
+detail deterministically. The plugin on a canary the operator is really running, with real
+Prometheus analysis, is tests/e2e/test_rollouts.py::test_kubectl_modelops_during_a_live_canary."""
 
 from __future__ import annotations
 
