@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
     run.add_argument("--leader-election", default=None, metavar="LEASE",
-                     help="several replicas: only the holder of this Lease (in MODELOPS_LEASE_NAMESPACE) "
-                          "reconciles; defaults to the --peering name (also MODELOPS_LEADER_ELECTION)")
+                     help="several replicas without kopf peering: only the holder of this Lease "
+                          "(in MODELOPS_LEASE_NAMESPACE) reconciles (also MODELOPS_LEADER_ELECTION)")
     run.add_argument("--priority", type=int, default=None,
                      help="kopf peering priority; with --peering the default is random per process, so that "
                           "exactly one replica is active and the others stand by (equal priorities all pause)")
@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from modelops.handlers import modeldeployment  # noqa: F401 - registers the handlers
 
     namespaces = args.namespace or OperatorConfig().namespaces
-    lease = args.leader_election or args.peering
-    if lease:  # read by the startup handler through OperatorConfig
-        import os
+    import os
+    import socket
 
-        os.environ.setdefault("MODELOPS_LEADER_ELECTION", lease)
+    if args.leader_election:  # a Lease decides who works (kopf itself then runs standalone)
+        os.environ.setdefault("MODELOPS_LEADER_ELECTION", args.leader_election)
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
     kopf.configure(verbose=args.verbose, log_prefix=True,
                    log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
                                "json": kopf.LogFormat.JSON}[args.log_format])
@@ -51,9 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     priority = args.priority
     if priority is None:
         priority = random.SystemRandom().randint(1, 2**31 - 1) if args.peering else 0
+    if args.peering:  # the workers follow kopf's own peering decision (see adapters/peering.py)
+        os.environ.update(MODELOPS_PEERING=args.peering, MODELOPS_PEER_ID=identity,
+                          MODELOPS_PEER_PRIORITY=str(priority),
+                          MODELOPS_PEERING_NAMESPACE="" if not namespaces else namespaces[0])
     asyncio.run(kopf.operator(
         clusterwide=not namespaces, namespaces=namespaces,
-        standalone=args.peering is None, peering_name=args.peering, priority=priority,
+        standalone=args.peering is None, peering_name=args.peering, priority=priority, identity=identity,
         liveness_endpoint=args.liveness,
     ))
     return 0

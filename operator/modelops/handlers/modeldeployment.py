@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from prometheus_client import start_http_server
 from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
+from modelops.adapters import peering
 from modelops.adapters.lease import LeaseLock
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
@@ -51,11 +53,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     memo.workers = Workers(run)
     memo.lease = None
+    memo.leadership = None
     if cfg.leader_election:
         identity = os.environ.get("POD_ID") or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         memo.lease = LeaseLock(memo.kube.api, cfg.lease_namespace, cfg.leader_election, identity, cfg.lease_seconds)
         memo.workers.set_active(False)
         memo.leadership = asyncio.create_task(_lead(memo, logger))
+    elif os.environ.get("MODELOPS_PEERING"):
+        memo.workers.set_active(False)
+        memo.leadership = asyncio.create_task(_follow_peering(memo, logger))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
     logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
@@ -79,10 +85,26 @@ async def _lead(memo: kopf.Memo, logger: logging.Logger) -> None:
         await asyncio.sleep(max(1.0, lease.duration / 3))
 
 
+async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Work only while kopf peering makes this replica the active one (highest live priority)."""
+    name, ns = os.environ["MODELOPS_PEERING"], os.environ.get("MODELOPS_PEERING_NAMESPACE") or None
+    me, priority = os.environ["MODELOPS_PEER_ID"], int(os.environ["MODELOPS_PEER_PRIORITY"])
+    active = False
+    while True:
+        status = await asyncio.to_thread(peering.peers, memo.kube.api, name, ns)
+        now_active = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
+        if now_active != active:
+            logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
+            active = now_active
+            memo.workers.set_active(active)
+        await asyncio.sleep(2)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if memo.lease is not None:
+    if memo.leadership is not None:
         memo.leadership.cancel()
+    if memo.lease is not None:
         await asyncio.to_thread(memo.lease.release)
     await memo.workers.stop()
     memo.kube.api.close()
