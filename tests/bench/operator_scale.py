@@ -32,6 +32,7 @@ from tests.cluster import build
 from tests.cluster.controlplane import Cluster
 from tests.e2e.conftest import OperatorProcess
 from tests.support.audit import AuditReader
+from tests.support.wait import wait_for
 
 # Small CPU-only pods (no storage initializer) so that 100 fit on the local cluster's CPU node:
 # the scheduler really checks requests against the node's capacity.
@@ -52,11 +53,7 @@ def make_namespace(core: client.CoreV1Api, prefix: str) -> str:
 
 
 def wait(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.2)
+    wait_for(check, timeout=timeout, what=what, interval=0.2)
 
 
 def baseline(api: client.ApiClient, n: int) -> float:
