@@ -3,8 +3,10 @@ operator on the local cluster: every phase it reaches today, recorded from a wat
 
 ``UPDATE_GOLDEN=1`` rewrites tests/fixtures/status/<name>.json from this run; otherwise
 each stored fixture must still match what the operator produces (phase and conditions'
-type/status/reason), and the Lua health check is run on the live objects too. Phases a
-later rollout issue produces (Paused, RolledBack) are hand-written fixtures, marked so.
+type/status/reason), and the Lua health check is run on the live objects too. Paused and
+RolledBack are captured from a canary paused at a step and then aborted by annotation
+(paused-live, rolled-back-live); the hand-written paused/rolled-back/progressing-canary/degraded
+fixtures stay for the plugin's detailed drawing (analysis values need Prometheus).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ CAPTURED = {
     "progressing-insufficient-gpu": (("Progressing", "Progressing", "InsufficientGPU"), "Progressing"),
     "failed-invalid-spec": (("Failed", "Degraded", "InvalidSpec"), "Degraded"),
     "failed-progress-deadline": (("Failed", "Degraded", "ProgressDeadlineExceeded"), "Degraded"),
+    "paused-live": (("Paused", "Progressing", "Paused"), "Suspended"),
+    "rolled-back-live": (("RolledBack", "Degraded", "RolledBack"), "Degraded"),
 }
 
 
@@ -110,6 +114,15 @@ def test_status_fixtures_are_what_the_operator_produces(api, cluster, namespace,
     big["spec"]["rollout"] = {"progressDeadline": "3s"}
     apply(cluster, namespace, big)
     wait_reason(api, namespace, "big", "Degraded", "ProgressDeadlineExceeded", timeout=60)
+    # A canary that pauses at a step, then is aborted by annotation.
+    c = manifest("canary", replicas=2)
+    c["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    apply(cluster, namespace, c)
+    wait_phase(api, namespace, "canary", "Healthy")
+    apply(cluster, namespace, with_changes(c, "spec.model.source", "gs://models/gemma-2-9b-it-v2/"))
+    wait_phase(api, namespace, "canary", "Paused", timeout=60)
+    cluster.kubectl("annotate", "md", "canary", "-n", namespace, "modelops.dev/abort=")
+    wait_phase(api, namespace, "canary", "RolledBack", timeout=60)
     seen = rec.stop()
 
     update = bool(os.environ.get("UPDATE_GOLDEN"))

@@ -20,9 +20,11 @@ EXPECTED = {  # fixture -> Argo CD health status
     "progressing-canary": "Progressing",
     "healthy": "Healthy",
     "paused": "Suspended",
+    "paused-live": "Suspended",
     "failed-invalid-spec": "Degraded",
     "failed-progress-deadline": "Degraded",
     "rolled-back": "Degraded",
+    "rolled-back-live": "Degraded",
     "degraded": "Degraded",
 }
 PHASES = {"Pending", "Progressing", "Paused", "Healthy", "Degraded", "RolledBack", "Failed"}
@@ -85,6 +87,8 @@ def test_the_sandbox_is_argo_cds() -> None:
 ENABLED = {  # fixture -> the actions offered
     "progressing-canary": {"promote", "promote-full", "abort", "pause"},
     "paused": {"promote", "promote-full", "abort", "resume"},
+    "paused-live": {"promote", "promote-full", "abort", "resume"},
+    "rolled-back-live": set(),
     "healthy": set(),
     "pending": set(),
     "rolled-back": set(),
