@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import threading
 import time
@@ -30,7 +29,7 @@ from modelops.domain.spec import ModelDeploymentSpec
 from modelops.planning import resources
 from tests.cluster import build
 from tests.cluster.controlplane import Cluster
-from tests.e2e.conftest import OperatorProcess
+from tests.support.operator import OperatorProcess
 from tests.support.audit import AuditReader
 from tests.support.wait import wait_for
 

@@ -23,7 +23,7 @@ from kubernetes import client, config
 
 from tests.cluster import build
 from tests.cluster.controlplane import Cluster
-from tests.e2e.conftest import OperatorProcess
+from tests.support.operator import OperatorProcess
 from tests.e2e.rollout_harness import Harness
 from tests.e2e.steps import apply, manifest, with_changes
 from tests.support.prometheus import PrometheusServer

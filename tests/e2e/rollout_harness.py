@@ -16,14 +16,14 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 from kubernetes import client
 
-from tests.support.prometheus import PrometheusServer, free_port
+from tests.components.procs import free_port
+from tests.support.prometheus import PrometheusServer
 from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -42,6 +42,13 @@ def revision(m: dict) -> str:
                                   OperatorConfig())
 
 
+def given_v1_then_v2(api, cluster, namespace: str, v1: dict, v2: dict) -> None:
+    """Given v1 serving (Healthy), when the manifest changes to v2."""
+    apply(cluster, namespace, v1)
+    wait_phase(api, namespace, "chat", "Healthy")
+    apply(cluster, namespace, v2)
+
+
 def route_weights(api, namespace: str) -> dict[str, int]:
     route = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", namespace, "httproutes", "chat")
@@ -54,9 +61,7 @@ def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, na
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         seen = []
 
         def promoted() -> bool:
@@ -82,9 +87,7 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-broken/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, failing={v2}) as h:
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
         # status is written first, the route right after it in the same reconcile
         wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
@@ -99,7 +102,9 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     assert operator.metric(f'modelops_rollbacks_total{{name="chat",namespace="{namespace}"}}') == 1
     # Argo CD re-applying the same spec does not restart the rollout.
     apply(cluster, namespace, v2m)
-    wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') > 0, timeout=5, what="a reconcile")
+    seen = operator.metric('modelops_reconciles_total{result="ok"}')
+    wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 3, timeout=30,
+             what="three more reconciles")
     assert get(api, namespace, "chat")["status"]["phase"] == "RolledBack"
 
 
@@ -108,11 +113,9 @@ def test_prometheus_unreachable_holds_the_steps_then_aborts_after_consecutive_er
     m = canary(prometheus, consecutiveErrorLimit=3)
     m["spec"]["rollout"]["analysis"]["provider"]["prometheus"]["address"] = "http://127.0.0.1:9"  # nothing listens
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
-    v1, v2 = revision(m), revision(v2m)
+    v1 = revision(m)
     with Harness(api, namespace, "chat", prometheus, tmp_path):
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         weights = []
 
         def rolled_back() -> bool:
@@ -134,9 +137,7 @@ def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometh
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path):
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
         assert route_weights(api, namespace) == {v1: 70, v2: 30}
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/abort=")
@@ -152,9 +153,7 @@ def test_blue_green_manual_promotion_flips_the_service_and_keeps_the_old_warm(
     m["spec"]["rollout"] = {"strategy": "BlueGreen", "blueGreen": {"autoPromote": False, "scaleDownDelay": "8s"}}
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    apply(cluster, namespace, m)
-    wait_phase(api, namespace, "chat", "Healthy")
-    apply(cluster, namespace, v2m)
+    given_v1_then_v2(api, cluster, namespace, m, v2m)
     obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
     assert obj["status"]["rollout"]["pauseReason"] == "AwaitingPromotion"
     core = client.CoreV1Api(api)
@@ -177,11 +176,9 @@ def test_operator_killed_during_steps_resumes_without_double_promotion(
         {"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {"duration": "4s"}},
         {"setWeight": 80}, {"pause": {"duration": "4s"}}]
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
-    v1, v2 = revision(m), revision(v2m)
+    v2 = revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         kills = 0
         route_seen = []
         for step in (20, 50, 80):  # kill right after each weight lands, and again during its pause
@@ -212,9 +209,7 @@ def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, 
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, urls_file=operator.revision_urls) as h:
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=60)
         assert h.requests_to(v2) == 0, "the revision got traffic before passing its golden prompts"
     message = condition(obj, "Degraded")["message"]
@@ -291,9 +286,7 @@ def test_kubectl_modelops_during_a_live_canary(api, cluster, namespace, operator
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path):
-        apply(cluster, namespace, m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
         wait_for(lambda: "Successful" in plugin("get", "chat"), timeout=30, what="an analysis verdict in the plugin")
         out = plugin("get", "chat")

@@ -332,15 +332,19 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
 
 
 # --------------------------------------------------------------------------- status
+class _Status(_Model):
+    """Status is written by the operator and read back: unknown fields are ignored, not refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class ConditionStatus(str, Enum):
     true = "True"
     false = "False"
     unknown = "Unknown"
 
 
-class Condition(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
+class Condition(_Status):
     type: str = Field(description="Available, Ready, Progressing or Degraded.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="One CamelCase word.")
@@ -359,9 +363,7 @@ class Phase(str, Enum):
     failed = "Failed"
 
 
-class RevisionRecord(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
+class RevisionRecord(_Status):
     name: str = Field(description="Revision (Deployment) name.")
     model: str = Field(default="", description="Model name.")
     source: str = Field(default="", description="Model source.")
@@ -377,9 +379,7 @@ class RevisionRecord(_Model):
     message: str = Field(default="", description="Why the outcome, in words (e.g. the failing analysis verdict).")
 
 
-class RolloutState(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
+class RolloutState(_Status):
     revision: str = Field(description="The revision this rollout brings in.")
     started_at: str | None = Field(default=None, description="When the rollout started.")
     step_started_at: str | None = Field(default=None, description="When the current step started.")
@@ -399,17 +399,14 @@ class RolloutState(_Model):
                                                                 "(progressDeadline counts from here).")
 
 
-class ResolvedMetadata(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+class ResolvedMetadata(_Status):
     source: str = Field(description="spec.model.metadata as written (a prefix).")
     uri: str = Field(description="The newest best_model_metadata.json under it.")
     generation: int = Field(description="Its GCS object generation: a new one rolls out like a spec change.")
     resolved_at: str | None = Field(default=None, description="When it was last looked up.")
 
 
-class ModelDeploymentStatus(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
+class ModelDeploymentStatus(_Status):
     observed_generation: int | None = Field(default=None, description="The spec generation this status is for.")
     phase: Phase | None = Field(default=None, description="Derived from conditions.")
     stable_revision: str | None = Field(default=None, description="The revision that serves.")

@@ -4,10 +4,6 @@ out of cluster with exactly the chart's container args and env (kwok pods run no
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +13,10 @@ import yaml
 from kubernetes import client, config
 
 from tests.support.kube import ClusterHandle
-from tests.support.wait import wait_for
+from tests.support.operator import RESYNC_SECONDS, OperatorProcess
 from tests.unit.chart.helm import CHART, helm, objects, values_file
 
 ROOT = Path(__file__).resolve().parents[3]
-RESYNC_SECONDS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -109,7 +98,7 @@ def api_from(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
-class ChartOperator:
+class ChartOperator(OperatorProcess):
     """``python -m modelops`` with the container's args and env from the release's Deployment.
 
     Only what cannot be the same out of cluster changes: the listening ports (free
@@ -118,60 +107,22 @@ class ChartOperator:
     """
 
     def __init__(self, container: dict[str, Any], kubeconfig: Path, log: Path, pod_id: str = "") -> None:
-        self.metrics_port = free_port()
-        self.liveness_port = free_port()
-        self.log_path = log
+        super().__init__(kubeconfig, log)
         self.pod_id = pod_id or f"chart-operator-{uuid.uuid4().hex[:5]}"
         assert container["command"] == ["python", "-m", "modelops"], container["command"]
         self.args = [f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz" if a.startswith("--liveness=") else a
                      for a in container["args"]]
-        env = {}
-        for e in container.get("env", []):
-            if "value" in e:
-                env[e["name"]] = e["value"]
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         env.update(KUBECONFIG=str(kubeconfig), MODELOPS_METRICS_PORT=str(self.metrics_port),
                    MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS), POD_ID=self.pod_id)
-        self.chart_env = {k: v for k, v in env.items()}
+        self.chart_env = dict(env)
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}, **env}
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ChartOperator":
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "modelops", *self.args], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        wait_for(self._live, timeout=30, what=f"the operator's liveness endpoint (log: {self.log_path})")
-        return self
+    def command(self) -> list[str]:
+        return self.args
 
-    def _live(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, \
-            f"the operator exited: {self.log_path.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+    def environment(self) -> dict[str, str]:
+        return self.env
 
 
 def running(release: Release, tmp: Path) -> Iterator[ChartOperator]:
