@@ -21,9 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas (needs kopf's peering CRDs); default standalone")
-    run.add_argument("--leader-election", default=None, metavar="LEASE",
-                     help="several replicas without kopf peering: only the holder of this Lease "
-                          "(in MODELOPS_LEASE_NAMESPACE) reconciles (also MODELOPS_LEADER_ELECTION)")
     run.add_argument("--priority", type=int, default=None,
                      help="kopf peering priority; with --peering the default is random per process, so that "
                           "exactly one replica is active and the others stand by (equal priorities all pause)")
@@ -41,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import socket
 
-    if args.leader_election:  # a Lease decides who works (kopf itself then runs standalone)
-        os.environ.setdefault("MODELOPS_LEADER_ELECTION", args.leader_election)
     identity = os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
     kopf.configure(verbose=args.verbose, log_prefix=True,
                    log_format={"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,

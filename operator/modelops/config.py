@@ -40,6 +40,3 @@ class OperatorConfig(BaseSettings):
     revision_history: int = Field(default=3, ge=0, description="Old revisions kept (scaled to zero).")
     metrics_port: int = Field(default=8080, description="Port of /metrics and /healthz.")
     field_manager: str = Field(default="modelops", description="Server-side apply field manager.")
-    leader_election: str | None = Field(default=None, description="Lease name: only its holder reconciles.")
-    lease_namespace: str = Field(default="default", description="Namespace of the leader-election Lease.")
-    lease_seconds: int = Field(default=15, ge=2, description="Lease duration; renewed every third of it.")

@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import logging
 import os
-import socket
 from typing import Any
 
 import kopf
@@ -17,7 +16,6 @@ from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
 from modelops.adapters import peering
-from modelops.adapters.lease import LeaseLock
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
@@ -52,37 +50,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                        memo.registry)
 
     memo.workers = Workers(run)
-    memo.lease = None
     memo.leadership = None
-    if cfg.leader_election:
-        identity = os.environ.get("POD_ID") or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        memo.lease = LeaseLock(memo.kube.api, cfg.lease_namespace, cfg.leader_election, identity, cfg.lease_seconds)
-        memo.workers.set_active(False)
-        memo.leadership = asyncio.create_task(_lead(memo, logger))
-    elif os.environ.get("MODELOPS_PEERING"):
+    if os.environ.get("MODELOPS_PEERING"):
         memo.workers.set_active(False)
         memo.leadership = asyncio.create_task(_follow_peering(memo, logger))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
     logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
-
-
-async def _lead(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Renew (or try to take) the Lease every third of its duration; only the holder's workers run."""
-    lease: LeaseLock = memo.lease
-    leading = False
-    while True:
-        try:
-            now_leading = await asyncio.to_thread(lease.try_acquire_or_renew)
-        except Exception as exc:  # noqa: BLE001 - an unreachable apiserver means: stop leading
-            logger.warning("leader election: %s", exc)
-            now_leading = False
-        if now_leading != leading:
-            logger.info("leader election: %s the lease %s/%s", "holding" if now_leading else "lost",
-                        lease.namespace, lease.name)
-            leading = now_leading
-            memo.workers.set_active(leading)
-        await asyncio.sleep(max(1.0, lease.duration / 3))
 
 
 async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
@@ -91,7 +65,12 @@ async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
     me, priority = os.environ["MODELOPS_PEER_ID"], int(os.environ["MODELOPS_PEER_PRIORITY"])
     active = False
     while True:
-        status = await asyncio.to_thread(peering.peers, memo.kube.api, name, ns)
+        try:
+            status = await asyncio.to_thread(peering.peers, memo.kube.api, name, ns)
+        except Exception as exc:  # noqa: BLE001 - the apiserver unreachable: keep the last decision, retry
+            logger.warning("peering %s: cannot read the peers: %s", name, exc)
+            await asyncio.sleep(2)
+            continue
         now_active = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
         if now_active != active:
             logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
@@ -104,8 +83,6 @@ async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.leadership is not None:
         memo.leadership.cancel()
-    if memo.lease is not None:
-        await asyncio.to_thread(memo.lease.release)
     await memo.workers.stop()
     memo.kube.api.close()
     memo.prometheus.close()

@@ -36,7 +36,6 @@ from modelops.domain.spec import (
     ModelDeploymentStatus,
     ResolvedMetadata,
     RevisionRecord,
-    RolloutState,
 )
 
 from . import resources, traffic
