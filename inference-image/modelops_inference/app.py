@@ -28,6 +28,7 @@ from .routes import openai, ops, predict
 from .security import RateLimiter, TokenFile
 from .service import GatewayService
 from .settings import GatewaySettings
+from .split import SplitFile
 
 log = logging.getLogger("modelops_inference")
 
@@ -76,6 +77,7 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
             fallback=fallback,
             token=TokenFile(settings.auth_token_file) if settings.auth_token_file else None,
             limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None,
+            split=SplitFile(settings.split_file, settings.revision) if settings.split_file else None,
         )
         monitor.start()
         log.info("gateway %s serving %r (revision %s) in front of %s at %s%s", __version__, settings.model,

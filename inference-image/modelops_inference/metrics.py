@@ -67,6 +67,10 @@ class GatewayMetrics:
                                base, registry=r)
         self.fallback = Counter(f"{PREFIX}_fallback_requests", "Requests served by the fallback upstream",
                                 [*base, "route"], registry=r)
+        self.ab_forwarded = Counter(f"{PREFIX}_ab_forwarded", "Requests this (stable) revision's gateway forwarded "
+                                    "to an A/B challenger, by the challenger's status code; the challenger's own "
+                                    "gateway records them in its metrics", [*base, "route", "challenger", "code"],
+                                    registry=r)
         self.engine_ready = Gauge(f"{PREFIX}_engine_ready", "1 when the engine has the model loaded and warmed up",
                                   [*base, "engine"], registry=r)
         self.metadata_info = Gauge(f"{PREFIX}_metadata_info", "The serving config in use (value 1)",
@@ -115,6 +119,15 @@ class GatewayMetrics:
             self._child(self.prompt_tokens, route).inc(prompt_tokens)
         if fallback:
             self._child(self.fallback, route).inc()
+
+    def request_left(self) -> None:
+        """A request handed on without an answer of its own (an unreachable A/B challenger: served here next)."""
+        self._inflight.dec()
+
+    def forward_finished(self, route: str, challenger: str, code: int) -> None:
+        """A request served by the A/B challenger (counted there, so not in this revision's series)."""
+        self._inflight.dec()
+        self._child(self.ab_forwarded, route, challenger, str(code)).inc()
 
     def request_rejected(self, route: str, code: int, duration: float) -> None:
         """Refused before reaching the engine (bad input, auth, rate limit): counted, not in flight."""

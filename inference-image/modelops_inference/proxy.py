@@ -33,10 +33,13 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 @dataclass(frozen=True)
 class Upstream:
-    name: str  # "engine" | "fallback"
+    name: str  # "engine" | "fallback" | "challenger" (A/B forwarding, see split.py)
     base_url: str
     model: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None  # sent verbatim instead of the request's body (A/B forwarding)
+    retries: int | None = None  # instead of the policy's (0 for the A/B challenger: serve locally at once)
+    revision: str | None = None  # the revision answering, when it is not this gateway's (A/B challenger)
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,11 @@ async def _open(session: aiohttp.ClientSession, upstreams: Sequence[Upstream], p
     last: UpstreamFailure | None = None
     for index, upstream in enumerate(upstreams):
         is_last = index == len(upstreams) - 1
-        payload = json.dumps(dict(body, model=upstream.model), separators=(",", ":")).encode()
+        sent = upstream.body if upstream.body is not None else dict(body, model=upstream.model)
+        payload = json.dumps(sent, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity", **upstream.headers,
                    **(extra_headers or {})}
-        attempts = policy.retries + 1
+        attempts = (policy.retries if upstream.retries is None else upstream.retries) + 1
         for attempt in range(attempts):
             if attempt:
                 if on_retry:

@@ -79,9 +79,12 @@ class RelayResponse(Response):
                 self.code = 500
             if self._head is not None:
                 fallback = self._head.upstream.name == "fallback"
-            self.metrics.request_finished(
-                self.route, self.code, time.perf_counter() - self.started, ttft=self.ttft, stream=self.stream,
-                output_tokens=tally.output_tokens, prompt_tokens=tally.prompt_tokens, fallback=fallback)
+            if self._head is not None and self._head.upstream.revision is not None:  # an A/B challenger answered
+                self.metrics.forward_finished(self.route, self._head.upstream.revision, self.code)
+            else:
+                self.metrics.request_finished(
+                    self.route, self.code, time.perf_counter() - self.started, ttft=self.ttft, stream=self.stream,
+                    output_tokens=tally.output_tokens, prompt_tokens=tally.prompt_tokens, fallback=fallback)
 
     async def _serve(self, send: Send, tally: StreamTally | BodyTally) -> None:
         gen = self.opener()
@@ -100,7 +103,10 @@ class RelayResponse(Response):
             self.ttft = head.first_chunk_at - self.started
             self.code = head.status
             sse = head.content_type.startswith("text/event-stream")
-            headers = [*head.headers, *self.extra_headers]
+            if head.upstream.revision is not None:  # an A/B challenger answered: say which revision
+                headers = [*head.headers, (b"x-modelops-revision", head.upstream.revision.encode("latin-1"))]
+            else:
+                headers = [*head.headers, *self.extra_headers]
             if head.upstream.name == "fallback":
                 headers.append((b"x-modelops-upstream", b"fallback"))
             if sse:
@@ -115,7 +121,7 @@ class RelayResponse(Response):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except UpstreamFailure as failure:
                 self.code = 504 if failure.status == 504 else 502
-                if self.on_broken:
+                if self.on_broken and failure.upstream == "engine":
                     self.on_broken(failure.message)
                 if not sse:
                     # A JSON body cut short cannot be repaired: return without completing the

@@ -29,6 +29,7 @@ from .proxy import Head, RetryPolicy, Upstream, UpstreamFailure, read_all, upstr
 from .relay import CLIENT_CLOSED, RelayResponse, failure_type
 from .security import RateLimiter, TokenFile, client_key
 from .settings import GatewaySettings
+from .split import FORWARDED_HEADER, Split, SplitFile
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class GatewayService:
     fallback: Upstream | None
     token: TokenFile | None
     limiter: RateLimiter | None
+    split: SplitFile | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,6 +108,25 @@ class GatewayService:
             return [self.fallback]  # local first, but not when the engine is known to be down
         return [self.engine, self.fallback]
 
+    def challenger(self, request: Request, body: dict[str, Any] | None) -> Upstream | None:
+        """The A/B challenger this request goes to, when this revision splits users (see split.py)."""
+        split: Split | None = self.split.current() if self.split is not None else None
+        if split is None or FORWARDED_HEADER in request.headers:
+            return None
+        user = request.headers.get(split.header)
+        if user is None and body is not None and isinstance(body.get("user"), str):
+            user = body["user"]
+        if not split.to_challenger(request.headers, user):
+            return None
+        headers = {FORWARDED_HEADER: "challenger"}
+        if (auth := request.headers.get("authorization")) is not None:
+            headers["authorization"] = auth  # the challenger checks the same token, if any
+        if request.client:  # the challenger's rate limit then sees the client, not this pod
+            xff = request.headers.get("x-forwarded-for")
+            headers["x-forwarded-for"] = f"{xff}, {request.client.host}" if xff else request.client.host
+        return Upstream("challenger", split.url, self.settings.model, headers, body=body or {}, retries=0,
+                        revision=split.challenger)
+
     def forward_headers(self, request: Request) -> dict[str, str]:
         return {h: v for h in FORWARD_REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
 
@@ -128,11 +149,13 @@ class GatewayService:
             body = await self.read_json(request)
             validate(schema, body)
             self.check_model(body)
+            challenger = self.challenger(request, body)  # before shaping: the challenger applies its own config
             if shape is not None:
                 body = shape(body, self.config.config)
         except RequestError as err:
             return self.reject(route, err, started)
-        opener = partial(upstream_stream, self.session, self.upstreams(), path, body, policy=self.policy,
+        upstreams = self.upstreams() if challenger is None else [challenger, *self.upstreams()]
+        opener = partial(upstream_stream, self.session, upstreams, path, body, policy=self.policy,
                          timeout=self.timeout, on_error=self.on_upstream_error,
                          on_retry=self.metrics.upstream_retry, extra_headers=self.forward_headers(request))
         return RelayResponse(opener=opener, route=route, stream=bool(body.get("stream")), started=started,
@@ -172,13 +195,36 @@ class GatewayService:
         started = time.perf_counter()
         try:
             self.admit(request)
-            req = validate(PredictRequest, await self.read_json(request))
+            raw = await self.read_json(request)
+            req = validate(PredictRequest, raw)
         except RequestError as err:
             return self.reject("predict", err, started)
         assert isinstance(req, PredictRequest)
-        return DeferredResponse(partial(self._predict, req, self.forward_headers(request), started))
+        return DeferredResponse(partial(self._predict, req, self.forward_headers(request), started,
+                                        self.challenger(request, raw)))
 
-    async def _predict(self, req: PredictRequest, headers: dict[str, str], started: float) -> Response:
+    async def _forward_predict(self, challenger: Upstream, headers: dict[str, str]) -> Response | None:
+        """/predict answered by the A/B challenger, or ``None`` when it cannot be reached (served here)."""
+        assert challenger.revision is not None
+        self.metrics.request_started()
+        try:
+            head, raw = await read_all(upstream_stream(
+                self.session, [challenger], "/predict", {}, policy=self.policy, timeout=self.timeout,
+                on_error=self.on_upstream_error, extra_headers=headers))
+        except UpstreamFailure:
+            self.metrics.request_left()
+            return None
+        except BaseException:  # the client went away
+            self.metrics.forward_finished("predict", challenger.revision, CLIENT_CLOSED)
+            raise
+        self.metrics.forward_finished("predict", challenger.revision, head.status)
+        return Response(raw, status_code=head.status, media_type=head.content_type or "application/json",
+                        headers={"x-modelops-revision": challenger.revision})
+
+    async def _predict(self, req: PredictRequest, headers: dict[str, str], started: float,
+                       challenger: Upstream | None = None) -> Response:
+        if challenger is not None and (answer := await self._forward_predict(challenger, headers)) is not None:
+            return answer
         config = self.config.config  # one read: a /reload during the call does not mix two configs
         payload = predict_request(config, req.query, req.context, req.parameters, self.engine.model)
         self.metrics.request_started()

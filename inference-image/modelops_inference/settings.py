@@ -63,6 +63,11 @@ class GatewaySettings(BaseSettings):
     fallback_model: str | None = Field(default=None, description="model name sent to the fallback (default: MODEL)")
     fallback_api_key_file: Path | None = None
 
+    # --- A/B tests (written by the operator; see split.py) ---------------------------
+    split_file: Path | None = Field(
+        default=None, description="JSON file with the A/B split this revision applies as the stable one "
+                                  "(the operator mounts the ConfigMap <deployment>-split here); missing = no split")
+
     # --- optional protection --------------------------------------------------------
     auth_token_file: Path | None = Field(
         default=None, description="when set, requests need `Authorization: Bearer <token in file>`")
