@@ -5,7 +5,10 @@ harness starts what its pod would run: the real gateway (the inference image's
 ``modelops_inference.gateway``) in front of a stub OpenAI-compatible engine whose
 errors a test can switch on. Prometheus (real) scrapes every gateway each second. A
 traffic thread sends chat requests, choosing the revision by the weights in the
-HTTPRoute the operator publishes, as a Gateway API implementation would.
+HTTPRoute the operator publishes, as a Gateway API implementation would. For A/B tests the
+harness also plays the kubelet and cluster DNS: it copies the operator's split ConfigMap
+into each stand-in's split file (what the optional ConfigMap volume does in a pod), with
+the challenger Service's address mapped to the challenger's stand-in.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class StandIn:
     def __init__(self, revision: str, workdir: Path) -> None:
         self.revision = revision
         self.stub_port, self.port = free_port(), free_port()
+        self.split_file = workdir / f"{revision}.split.json"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.log = (workdir / f"{revision}.log").open("ab")
         self.stub = subprocess.Popen([sys.executable, "-m", "tests.components.stub_upstream", "--port",
@@ -43,7 +47,8 @@ class StandIn:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         gw_env = dict(env, MODELOPS_ENGINE="openai", MODELOPS_ENGINE_URL=f"http://127.0.0.1:{self.stub_port}",
                       MODELOPS_MODEL=MODEL, MODELOPS_REVISION=revision, MODELOPS_PORT=str(self.port),
-                      MODELOPS_HOST="127.0.0.1", MODELOPS_RETRIES="0", MODELOPS_LOG_LEVEL="warning")
+                      MODELOPS_HOST="127.0.0.1", MODELOPS_RETRIES="0", MODELOPS_LOG_LEVEL="warning",
+                      MODELOPS_SPLIT_FILE=str(self.split_file))
         self.gateway = subprocess.Popen([sys.executable, "-m", "modelops_inference.gateway"], cwd=ROOT, env=gw_env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(self._ready, timeout=30, what=f"the stand-in gateway for {revision}")
@@ -62,6 +67,10 @@ class StandIn:
     def fail_requests(self, status: int = 500) -> None:
         httpx.post(f"http://127.0.0.1:{self.stub_port}/_stub/fail", json={"status": status, "count": 100_000}, timeout=5)
 
+    def slow_first_token(self, seconds: float) -> None:
+        httpx.post(f"http://127.0.0.1:{self.stub_port}/_stub/hang", json={"seconds": seconds, "count": 100_000},
+                   timeout=5)
+
     def stop(self) -> None:
         for p in (self.gateway, self.stub):
             if p.poll() is None:
@@ -77,7 +86,8 @@ class StandIn:
 
 class Harness:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, prometheus: PrometheusServer,
-                 workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None) -> None:
+                 workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None,
+                 preview_traffic: bool = False) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.prometheus = prometheus
         self.workdir = workdir
@@ -86,6 +96,8 @@ class Harness:
         self.urls_file = urls_file  # the operator's MODELOPS_REVISION_URLS: revision -> stand-in gateway
         self.sent: Counter[tuple[str, int]] = Counter()  # (revision, status)
         self.weights: dict[str, int] = {}
+        self.preview_traffic = preview_traffic  # also test the blue-green preview, as a person would
+        self.preview: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._discover, daemon=True),
@@ -108,8 +120,17 @@ class Harness:
         if revision in self.standins:
             self.standins[revision].fail_requests()
 
+    def slow(self, revision: str, seconds: float) -> None:
+        """The revision's engine starts every answer ``seconds`` late (time to first token)."""
+        wait_for(lambda: revision in self.standins, timeout=60, what=f"the stand-in for {revision}")
+        self.standins[revision].slow_first_token(seconds)
+
+    def url(self, revision: str) -> str:
+        wait_for(lambda: revision in self.standins, timeout=60, what=f"the stand-in for {revision}")
+        return self.standins[revision].url
+
     def _discover(self) -> None:
-        apps, custom = client.AppsV1Api(self.api), client.CustomObjectsApi(self.api)
+        apps, custom, core = client.AppsV1Api(self.api), client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
         while not self._stop.is_set():
             try:
                 deps = apps.list_namespaced_deployment(self.namespace,
@@ -128,6 +149,9 @@ class Harness:
                             tmp = self.urls_file.with_suffix(".tmp")
                             tmp.write_text(json.dumps(urls))
                             tmp.replace(self.urls_file)
+                self._mount_split(core)
+                if self.preview_traffic:
+                    self.preview = self._preview(core)
                 route = custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", self.namespace,
                                                             "httproutes", self.name)
                 backends = route["spec"]["rules"][-1]["backendRefs"]
@@ -136,6 +160,35 @@ class Harness:
             except client.exceptions.ApiException:
                 pass
             self._stop.wait(0.3)
+
+    def _preview(self, core: client.CoreV1Api) -> str | None:
+        try:
+            svc = core.read_namespaced_service(f"{self.name}-preview", self.namespace)
+        except client.exceptions.ApiException:
+            return None
+        return (svc.spec.selector or {}).get("modelops.dev/revision")
+
+    def _mount_split(self, core: client.CoreV1Api) -> None:
+        try:
+            cm = core.read_namespaced_config_map(f"{self.name}-split", self.namespace)
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        doc = json.loads((cm.data or {}).get("split.json") or "{}")
+        with self._lock:
+            standins = dict(self.standins)
+        if doc:
+            challenger = standins.get(doc["challenger"])
+            if challenger is None:
+                return  # its "pod" is not up yet: the Service would have no endpoints either
+            doc["url"] = challenger.url  # cluster DNS: the challenger's Service -> its stand-in
+        text = json.dumps(doc)
+        for standin in standins.values():
+            if not standin.split_file.exists() or standin.split_file.read_text() != text:
+                tmp = standin.split_file.with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(standin.split_file)
 
     def _traffic(self) -> None:
         with httpx.Client(timeout=10) as http:
@@ -147,6 +200,8 @@ class Harness:
                     self._stop.wait(0.05)
                     continue
                 rev = random.choices(list(weights), weights=list(weights.values()))[0]
+                if self.preview in standins and random.random() < 0.5:
+                    rev = self.preview  # type: ignore[assignment]
                 try:
                     resp = http.post(standins[rev].url + "/v1/chat/completions", json={
                         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})

@@ -15,7 +15,7 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.wait import wait_for
 
 from .rollout_harness import Harness
-from .steps import apply, condition, events, get, manifest, wait_phase, with_changes
+from .steps import apply, condition, events, get, manifest, wait_phase, wait_reason, with_changes
 
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
 
@@ -129,6 +129,175 @@ def test_prometheus_unreachable_holds_the_steps_then_aborts_after_consecutive_er
     assert "3 errors in a row" in condition(obj, "Degraded")["message"]
     assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Error"
     wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+
+
+def test_canary_aborted_on_time_to_first_token_relative_to_stable(api, cluster, namespace, operator, prometheus,
+                                                                  tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["analysis"]["metrics"] = [
+        {"name": "ttft", "template": "ttftP95", "maxRatioToStable": 1.5, "minSamples": 5}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-slow/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        h.slow(v2, 0.3)  # the new revision starts answering 300 ms late; the stable one in milliseconds
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+        assert all(status == 200 for (_, status) in h.sent)  # no errors: only slower
+    ttft = obj["status"]["analysis"]["ttft"]
+    assert ttft["verdict"] == "Failed" and ttft["value"] >= 0.25 and ttft["stableValue"] < 0.1, ttft
+    message = condition(obj, "Degraded")["message"]
+    assert "ttft" in message and "stable" in message, message
+
+
+def test_too_few_samples_is_inconclusive_and_pauses_instead_of_promoting(api, cluster, namespace, operator,
+                                                                        prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["analysis"]["metrics"][0]["minSamples"] = 1_000_000  # more than the test ever sends
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path):
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        assert obj["status"]["rollout"]["pauseReason"] == "Inconclusive"
+        assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Inconclusive"
+        assert route_weights(api, namespace) == {v1: 80, v2: 20}  # held at the first step, not promoted
+        # A person who has looked at it resumes; it stays held while the data stays too thin.
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/resume=")
+        wait_for(lambda: "modelops.dev/resume" not in (get(api, namespace, "chat")["metadata"].get("annotations")
+                                                       or {}), timeout=30, what="the resume to be acted on")
+        obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        assert obj["status"]["stableRevision"] == v1 and route_weights(api, namespace)[v2] <= 20
+
+
+def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 60},
+                                               {"pause": {"duration": "4s"}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path):
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        wait_for(lambda: route_weights(api, namespace).get(v2) == 20, timeout=60, what="20% to the canary")
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/pause=")
+        obj = wait_phase(api, namespace, "chat", "Paused", timeout=30)
+        assert obj["status"]["rollout"]["pauseReason"] == "Manual"
+        time_paused = get(api, namespace, "chat")["status"]["currentStep"]
+        seen = operator.metric('modelops_reconciles_total{result="ok"}')
+        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 4, timeout=30,
+                 what="four more reconciles while paused (longer than the step's 4 s pause)")
+        assert route_weights(api, namespace) == {v1: 80, v2: 20}
+        assert get(api, namespace, "chat")["status"]["currentStep"] == time_paused
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/resume=")
+        wait_phase(api, namespace, "chat", "Healthy", timeout=90)
+    assert get(api, namespace, "chat")["status"]["stableRevision"] == v2
+
+
+def test_not_enough_gpus_for_the_canary_waits_and_leaves_stable_untouched(api, cluster, namespace, operator,
+                                                                         prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    v2m = with_changes(m, "spec.resources.gpu.count", 16)  # no node has 16 L4s
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        obj = wait_reason(api, namespace, "chat", "Progressing", "InsufficientGPU", timeout=60)
+        assert "nvidia.com/gpu" in condition(obj, "Progressing")["message"]
+        seen = operator.metric('modelops_reconciles_total{result="ok"}')
+        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 3, timeout=30,
+                 what="three more reconciles while waiting for GPUs")
+        apps = client.AppsV1Api(api)
+        assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # stable never shrinks
+        assert route_weights(api, namespace).get(v2, 0) == 0 and h.requests_to(v2) == 0
+        obj = get(api, namespace, "chat")
+        assert obj["status"]["stableRevision"] == v1 and condition(obj, "Available")["status"] == "True"
+        # The GPUs come back (here: the spec asks for what exists): the rollout goes on.
+        apply(cluster, namespace, with_changes(v2m, "spec.resources.gpu.count", 1))
+        wait_phase(api, namespace, "chat", "Healthy", timeout=120)
+
+
+def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, namespace, operator, prometheus,
+                                                              tmp_path) -> None:
+    import httpx
+
+    m = canary(prometheus)
+    m["spec"]["rollout"] = {**m["spec"]["rollout"], "strategy": "ABTest", "abTest": {"weight": 20}}
+    del m["spec"]["rollout"]["canary"]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-challenger/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        obj = wait_for(lambda: (o := get(api, namespace, "chat"))["status"].get("canaryWeight") == 20 and o,
+                       timeout=60, what="the A/B test at 20%")
+        assert obj["status"]["phase"] == "Progressing" and condition(obj, "Progressing")["reason"] == "ABTest"
+        assert route_weights(api, namespace) == {v1: 100, v2: 0}  # users are assigned by v1's gateway
+        stable_url = h.url(v1)
+
+        def variant(user: str, in_body: bool = False) -> str:
+            body = {"model": "gemma-2-9b-it", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {}
+            if in_body:
+                body["user"] = user  # the OpenAI `user` field
+            else:
+                headers["x-user-id"] = user
+            r = httpx.post(stable_url + "/v1/chat/completions", json=body, headers=headers, timeout=10)
+            assert r.status_code == 200, r.text
+            return r.headers["x-modelops-revision"]
+
+        wait_for(lambda: any(variant(f"probe-{i}") == v2 for i in range(30)), timeout=30, interval=0.5,
+                 what="the split to reach the stable gateway")
+        # 100 requests from 10 users, by header and by the body's `user`: each user sees one variant.
+        seen: dict[str, set[str]] = {}
+        for i in range(100):
+            user = f"user-{i % 10}"
+            seen.setdefault(user, set()).add(variant(user, in_body=i % 2 == 1))
+        assert all(len(v) == 1 for v in seen.values()), seen
+        # About 20 % of users get the challenger.
+        share = sum(variant(f"member-{i}") == v2 for i in range(300)) / 300
+        assert 0.12 <= share <= 0.28, share
+        # Per-variant metrics: each revision's gateway counted what it served, analysis compares them.
+        wait_for(lambda: prometheus.query(f'sum(modelops_gateway_requests_total{{revision="{v2}"}})'),
+                 timeout=30, what="the challenger's requests in Prometheus")
+        wait_for(lambda: (a := get(api, namespace, "chat")["status"].get("analysis", {}).get("error-rate", {}))
+                 .get("verdict") == "Successful" and a.get("stableValue") is not None, timeout=60,
+                 what="per-variant values in status")
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/promote=")
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=90)
+        assert obj["status"]["stableRevision"] == v2
+        wait_for(lambda: route_weights(api, namespace) == {v2: 100}, timeout=10, what="all traffic on v2")
+        split = client.CoreV1Api(api).read_namespaced_config_map("chat-split", namespace).data["split.json"]
+        assert split == "{}"  # the test is over
+    assert [r for _, r, _ in events(api, namespace, "chat")].count("Promoted") == 2
+
+
+def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_revision(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus, bakeTime="60s")
+    m["spec"]["rollout"] = {**m["spec"]["rollout"], "strategy": "BlueGreen",
+                            "blueGreen": {"autoPromote": True, "scaleDownDelay": "60s"}}
+    del m["spec"]["rollout"]["canary"]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path, preview_traffic=True) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        # The preview is analysed (someone tests it through chat-preview), then promoted on its own.
+        wait_for(lambda: get(api, namespace, "chat")["status"].get("stableRevision") == v2, timeout=60,
+                 what="the automatic promotion")
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        # status is written first, the objects right after it in the same reconcile
+        wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v2,
+                 timeout=10, what="the Service to flip to v2")
+        wait_for(lambda: route_weights(api, namespace) == {v2: 100}, timeout=10, what="all traffic on v2")
+        assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # warm during the bake
+        wait_for(lambda: h.requests_to(v2) > 10, timeout=30, what="traffic on the promoted revision")
+        h.fail(v2)  # it degrades after promotion
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=60)
+        assert obj["status"]["stableRevision"] == v1
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="traffic back on v1")
+        wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v1,
+                 timeout=10, what="the Service back on v1")
+        assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2
+    assert f"rolled back from {v2} to {v1}: error-rate" in condition(obj, "Degraded")["message"]
+    assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in events(api, namespace, "chat")]
 
 
 def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometheus, tmp_path) -> None:

@@ -82,6 +82,12 @@ Rules for namespaced resources: a ClusterRole in cluster-wide mode, a Role per w
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, create, patch, delete]
+# A/B tests: the ConfigMap <name>-split the stable revision's gateway reads, server-side applied
+# (emptied when the test ends). Write-only: the operator never reads a ConfigMap (the main
+# Service records what it applied), so it cannot read other applications' configuration.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, patch]
 # Why a revision is not ready: the scheduler's verdict on its pods (e.g. Insufficient nvidia.com/gpu).
 - apiGroups: [""]
   resources: [pods]

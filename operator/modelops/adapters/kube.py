@@ -18,9 +18,16 @@ from kubernetes.client.rest import ApiException
 
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import GROUP, PLURAL, VERSION
-from modelops.planning.engines.common import LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_REVISION, MANAGED_BY
+from modelops.planning.engines.common import (
+    LABEL_DEPLOYMENT,
+    LABEL_ENGINE,
+    LABEL_REVISION,
+    MANAGED_BY,
+    split_config_map,
+)
 from modelops.planning.reconcile import Event, Owner, Plan
 from modelops.planning.resources import ANNOTATION_APPLIED, ANNOTATION_MODEL, ANNOTATION_SOURCE
+from modelops.planning.traffic import ANNOTATION_SPLIT
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,7 @@ MERGE_PATCH = "application/merge-patch+json"
 _PATHS = {
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services/{name}",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps/{name}",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}",
 }
 
@@ -87,11 +95,18 @@ class Kube:
         if pending:
             revisions = self._with_unschedulable(namespace, name, revisions, pending)
         services = {}
+        config_maps: dict[str, str | None] = {}
         for s in self.core.list_namespaced_service(namespace, label_selector=selector).items:
+            ann = s.metadata.annotations or {}
             services[s.metadata.name] = ServiceState(
                 name=s.metadata.name, revision=(s.spec.selector or {}).get(LABEL_REVISION),
-                applied_hash=(s.metadata.annotations or {}).get(ANNOTATION_APPLIED))
-        return Observed(revisions=revisions, services=services, routes=self._routes(namespace, selector))
+                applied_hash=ann.get(ANNOTATION_APPLIED))
+            if s.metadata.name == name and ANNOTATION_SPLIT in ann:
+                # The A/B split ConfigMap is never read (the operator may write ConfigMaps, not read
+                # them): the main Service records the applied hash of the split applied before it.
+                config_maps[split_config_map(name)] = ann[ANNOTATION_SPLIT]
+        return Observed(revisions=revisions, services=services, routes=self._routes(namespace, selector),
+                        config_maps=config_maps)
 
     def _routes(self, namespace: str, selector: str) -> dict[str, str | None]:
         if self.routes_supported is False:
@@ -136,7 +151,8 @@ class Kube:
             self.patch_status(owner, plan.status)
         current = {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
                    **{("Service", s.name): s.applied_hash for s in observed.services.values()},
-                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}
+                   **{("HTTPRoute", n): h for n, h in observed.routes.items()},
+                   **{("ConfigMap", n): h for n, h in observed.config_maps.items()}}
         for obj in plan.apply:
             name = obj["metadata"]["name"]
             kind = obj["kind"]

@@ -63,13 +63,16 @@ def render(template: str, *, revision: str, stable: str | None, namespace: str, 
 
 
 def queries_for(metric: Metric, revision: str, stable: str | None, namespace: str, name: str,
-                window: str) -> Query:
+                window: str, compare: bool = False) -> Query:
+    """The queries of one metric; the stable revision's value too for ``maxRatioToStable`` and, with
+    ``compare`` (A/B tests: per-variant values in status), for every metric."""
     template = TEMPLATES[metric.template] if metric.template else (metric.query or "")
     kw = {"stable": stable, "namespace": namespace, "name": name, "window": window}
     return Query(
         metric=metric.name,
         value=render(template, revision=revision, **kw),
-        stable=render(template, revision=stable, **kw) if metric.max_ratio_to_stable is not None and stable else None,
+        stable=render(template, revision=stable, **kw)
+        if (metric.max_ratio_to_stable is not None or compare) and stable else None,
         samples=render(SAMPLES, revision=revision, **kw) if metric.min_samples else None,
     )
 
@@ -99,7 +102,8 @@ def measurement_due(namespace: str, name: str, spec: ModelDeploymentSpec, status
         return None
     return MeasurementRequest(
         revision=revision, stable=stable, address=analysis.provider.prometheus.address,
-        queries=[queries_for(m, revision, stable, namespace, name, analysis.window) for m in analysis.metrics])
+        queries=[queries_for(m, revision, stable, namespace, name, analysis.window,
+                             compare=spec.rollout.strategy == "ABTest") for m in analysis.metrics])
 
 
 def _time(value: str | None) -> dt.datetime | None:

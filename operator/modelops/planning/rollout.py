@@ -254,17 +254,21 @@ def _may_advance(ctx: Ctx, run: RunAssessment, weight: int) -> bool:
     if run.verdict == RunVerdict.pending:
         return weight == 0
     if run.verdict == RunVerdict.inconclusive:
-        # Data cannot be conclusive before one window of traffic at this step (a new revision's
-        # series appear with its first scrape): wait that long, then pause for a person.
-        analysis = ctx.spec.rollout.analysis
-        assert analysis is not None
-        started = parse_time(ctx.st.new.rollout.step_started_at) or ctx.now  # type: ignore[union-attr]
-        settle = seconds(analysis.window) + seconds(analysis.interval)
-        if (ctx.now - started).total_seconds() < settle:
-            ctx.out.wake_within(seconds(analysis.interval))
-            return False
-        _pause(ctx, "Inconclusive", run.message)
+        _pause_if_still_inconclusive(ctx, run)
     return False
+
+
+def _pause_if_still_inconclusive(ctx: Ctx, run: RunAssessment) -> None:
+    """Data cannot be conclusive before one window of traffic at this step (a new revision's
+    series appear with its first scrape): wait that long, then pause for a person."""
+    analysis = ctx.spec.rollout.analysis
+    assert analysis is not None
+    started = parse_time(ctx.st.new.rollout.step_started_at) or ctx.now  # type: ignore[union-attr]
+    settle = seconds(analysis.window) + seconds(analysis.interval)
+    if (ctx.now - started).total_seconds() < settle:
+        ctx.out.wake_within(seconds(analysis.interval))
+        return
+    _pause(ctx, "Inconclusive", run.message)
 
 
 def _advance(ctx: Ctx, i: int, weight: int, steps: list, skip: bool = False) -> tuple[int, int]:
@@ -368,13 +372,18 @@ def _blue_green(ctx: Ctx, run: RunAssessment) -> None:
     auto = bg.auto_promote if bg else True
     if "promote" in ctx.commands or st.new.rollout.promoting:  # type: ignore[union-attr]
         return _promote_when_ready(ctx, "promoted by annotation", 0, blue_green=True)
+    # The preview's analysis window starts when it is up (someone has to send it traffic): until
+    # then step_started_at stays unset, so an Inconclusive verdict waits a window before pausing.
+    up = ctx.state(canary).ready >= ctx.replicas
+    if up != (st.new.rollout.step_started_at is not None):  # type: ignore[union-attr]
+        st.new.rollout = st.new.rollout.model_copy(update={"step_started_at": st.now if up else None})  # type: ignore[union-attr]
     if not st.new.rollout.paused and _pods_ready(ctx, ctx.replicas) and not _golden_pending(ctx):  # type: ignore[union-attr]
         metrics = ctx.spec.rollout.analysis.metrics if ctx.spec.rollout.analysis else []
         passed = not metrics or run.verdict == RunVerdict.successful
         if auto and passed:
             return _promote(ctx, "the preview passed its checks", blue_green=True)
         if run.verdict == RunVerdict.inconclusive:
-            _pause(ctx, "Inconclusive", run.message)
+            _pause_if_still_inconclusive(ctx, run)
         elif not auto and passed:
             _pause(ctx, "AwaitingPromotion", f"{canary} is ready on the preview Service {ctx.owner.name}-preview")
     if st.new.rollout is None:
@@ -391,22 +400,29 @@ def _ab_test(ctx: Ctx) -> None:
     if "promote" in ctx.commands or st.new.rollout.promoting:  # type: ignore[union-attr]
         return _promote_when_ready(ctx, "A/B test promoted by annotation", st.new.canary_weight or 0)
     pods = _canary_pods(ctx, ab.weight)
-    cstate = ctx.state(ctx.target)
-    weight = ab.weight if _pods_ready(ctx, pods) else 0
-    ctx.deployment(ctx.target, pods)
-    if ctx.spec.traffic.router == "gateway-api":
-        ctx.deployment(ctx.stable, max(ctx.replicas, ctx.state(ctx.stable).replicas))  # type: ignore[arg-type]
-        ctx.route(traffic.Traffic(stable=ctx.stable, canary=ctx.target, weight=weight,
-                                  matches=tuple(m.headers for m in ab.match)))
-    else:
-        serving = min(cstate.available, pods) if weight else 0
-        ctx.deployment(ctx.stable, stepmath.stable_replicas_for_split(ctx.replicas, serving))  # type: ignore[arg-type]
-        ctx.route(traffic.Traffic(stable=ctx.stable, canary=ctx.target, split=weight > 0))
+    ready = _pods_ready(ctx, pods)
+    weight = ab.weight if ready else 0
+    _desire_ab(ctx, pods, weight, active=ready)
     if st.new.rollout is None:
         return
     st.new.canary_weight = weight
     st.new.current_step = None
-    _rolling_status(ctx, f"A/B test: {ab.weight}% to the challenger", weight, _run(ctx), hold=True)
+    how = f"users assigned by {ab.sticky_header} or the OpenAI user field" + (
+        ", header matches to the challenger" if ab.match else "")
+    _rolling_status(ctx, f"A/B test ({how})", weight, _run(ctx), hold=True)
+
+
+def _desire_ab(ctx: Ctx, challenger_pods: int, percent: int, active: bool) -> None:
+    """Challenger at ``challenger_pods``; every request reaches the stable revision first (its gateway
+    assigns ``percent`` of users, see planning.traffic), so the stable one stays at full size.
+    Header matches reach the challenger only while it is ``active`` (ready)."""
+    ab = ctx.spec.rollout.ab_test
+    assert ab is not None
+    ctx.deployment(ctx.target, challenger_pods)
+    ctx.deployment(ctx.stable, max(ctx.replicas, ctx.state(ctx.stable).replicas))  # type: ignore[arg-type]
+    ctx.route(traffic.Traffic(stable=ctx.stable, canary=ctx.target, weight=0,
+                              matches=tuple(m.headers for m in ab.match) if active else (),
+                              ab=traffic.ABSplit(percent=percent, header=ab.sticky_header)))
 
 
 # --------------------------------------------------------------------------- transitions
@@ -427,6 +443,8 @@ def _promote_when_ready(ctx: Ctx, why: str, weight: int, blue_green: bool = Fals
         ctx.deployment(ctx.target, ctx.replicas)
         ctx.deployment(ctx.stable, max(ctx.replicas, ctx.state(ctx.stable).replicas))  # type: ignore[arg-type]
         ctx.route(traffic.Traffic(stable=ctx.stable, preview=ctx.target))
+    elif ctx.spec.rollout.ab_test is not None and ctx.spec.rollout.strategy == "ABTest":
+        _desire_ab(ctx, ctx.replicas, weight, active=ctx.state(ctx.target).ready > 0)  # the same users keep their variant while it scales up
     else:
         _desire_split(ctx, ctx.replicas, weight)
     if _pods_ready(ctx, ctx.replicas):
@@ -492,7 +510,7 @@ def _rolling_status(ctx: Ctx, where: str, weight: int, run: RunAssessment, hold:
     assert ro is not None
     cstate = ctx.state(ctx.target)
     parts = [f"{where}: {weight}% to {ctx.target}"]
-    if ctx.spec.traffic.router == "service" and weight not in (0, 100):
+    if ctx.spec.traffic.router == "service" and not hold and weight not in (0, 100):
         parts.append(f"(service router: weight approximated by ready pods, now "
                      f"{stepmath.replica_weight(ctx.state(ctx.stable).ready, cstate.ready)}%)")
     if ctx.spec.rollout.analysis and ctx.spec.rollout.analysis.metrics:

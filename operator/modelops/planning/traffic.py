@@ -8,19 +8,28 @@ Pure: a ``Traffic`` decision in, manifests out.
 - ``gateway-api`` router: a Service per serving revision (named as the revision) and an
   HTTPRoute ``<name>`` with weighted backendRefs (and header matches for A/B tests).
   The Service ``<name>`` keeps selecting the stable revision for in-cluster clients.
+- A/B tests (either router): users are assigned by the stable revision's gateway, because
+  neither a Service nor Gateway API can hash a user id (or read the OpenAI ``user`` field in
+  the body). The main Service and the HTTPRoute's default rule send everything to the stable
+  revision; the ConfigMap ``<name>-split`` (mounted in every revision pod) tells the stable
+  gateway which share of users, by a hash of the sticky header or ``user``, to forward to the
+  challenger's per-revision Service. Header matches go to the challenger directly in the
+  HTTPRoute, and through the stable gateway with the service router.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from modelops.domain.spec import ModelDeploymentSpec
 
-from .engines.common import LABEL_REVISION, common_labels, selector_labels
-from .resources import finish
+from .engines.common import LABEL_REVISION, SPLIT_FILE, common_labels, selector_labels, split_config_map
+from .resources import ANNOTATION_APPLIED, finish
 
 PREVIEW_SUFFIX = "-preview"
+ANNOTATION_SPLIT = "modelops.dev/split-applied"  # on the main Service: the split ConfigMap's applied hash
 HTTP_PORT = 80
 
 
@@ -32,15 +41,25 @@ class Traffic:
     split: bool = False  # service router: the main Service selects every revision (replica-ratio weights)
     preview: str | None = None  # blue-green: the preview Service's revision
     matches: tuple[dict[str, str], ...] = ()  # A/B header matches that go to the canary
+    ab: "ABSplit | None" = None  # an A/B test: users assigned by the stable revision's gateway
 
 
-def service(owner: dict[str, Any], name: str, revision: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ABSplit:
+    percent: int  # of users (0 while the challenger is not ready)
+    header: str  # the sticky header; the OpenAI `user` field when it is absent
+
+
+def service(owner: dict[str, Any], name: str, revision: str | None, split_hash: str | None = None) -> dict[str, Any]:
     selector = dict(selector_labels(owner["name"]))
     if revision:
         selector[LABEL_REVISION] = revision
+    meta: dict[str, Any] = {"name": name, "namespace": owner["namespace"], "labels": common_labels(owner["name"])}
+    if split_hash:
+        meta["annotations"] = {ANNOTATION_SPLIT: split_hash}
     return finish({
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": owner["namespace"], "labels": common_labels(owner["name"])},
+        "metadata": meta,
         "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]},
     }, owner)
@@ -77,13 +96,44 @@ def http_route(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic) -> 
     }, owner)
 
 
-def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic) -> list[dict[str, Any]]:
+def split_config(owner: dict[str, Any], t: Traffic | None) -> dict[str, Any]:
+    """The ConfigMap the stable revision's gateway reads (format: inference-image split.py);
+    ``None``: an empty split, which ends a test."""
+    doc: dict[str, Any] = {}
+    if t is not None:
+        assert t.ab is not None and t.stable and t.canary
+        doc = {"stable": t.stable, "challenger": t.canary, "percent": t.ab.percent, "header": t.ab.header,
+               "url": f"http://{t.canary}.{owner['namespace']}.svc:{HTTP_PORT}",
+               "match": [dict(m) for m in t.matches]}
+    return finish({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": split_config_map(owner["name"]), "namespace": owner["namespace"],
+                     "labels": common_labels(owner["name"])},
+        "data": {SPLIT_FILE: json.dumps(doc, sort_keys=True)},
+    }, owner)
+
+
+def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic,
+            split_applied: str | None = None) -> list[dict[str, Any]]:
+    """The traffic objects, in the order to apply them. ``split_applied``: the applied hash of the
+    split ConfigMap as recorded on the main Service (the operator cannot read ConfigMaps)."""
     name = owner["name"]
-    out = [service(owner, name, None if t.split else t.stable or t.canary)]
+    out: list[dict[str, Any]] = []
+    split = None
+    if t.ab and t.stable and t.canary and (t.ab.percent or t.matches):
+        split = split_config(owner, t)
+    elif split_applied is not None:
+        split = split_config(owner, None)  # end the test: the gateways see an empty split
+    split_hash = split["metadata"]["annotations"][ANNOTATION_APPLIED] if split else None
+    if split is not None and split_hash != split_applied:
+        out.append(split)  # before the main Service, which records that it was applied
+    main = service(owner, name, None if t.split else t.stable or t.canary, split_hash)
+    out.append(main)
     if t.preview:
         out.append(service(owner, name + PREVIEW_SUFFIX, t.preview))
-    if spec.traffic.router == "gateway-api":
+    if spec.traffic.router == "gateway-api" or t.ab:
         for revision in dict.fromkeys(r for r in (t.stable, t.canary) if r):
             out.append(service(owner, revision, revision))
+    if spec.traffic.router == "gateway-api":
         out.append(http_route(owner, spec, t))
     return out

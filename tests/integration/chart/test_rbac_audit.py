@@ -37,6 +37,7 @@ NOT_EXERCISED = {
     ("create", "apps", "deployments"): "server-side apply of a new revision",
     ("create", "", "services"): "server-side apply of a new Service",
     ("create", "gateway.networking.k8s.io", "httproutes"): "server-side apply of a new HTTPRoute",
+    ("create", "", "configmaps"): "server-side apply of a new A/B split ConfigMap",
 }
 
 
@@ -91,6 +92,17 @@ def test_chart_rules_are_what_the_operator_requests(api, cluster, namespace, aud
     wait_for(lambda: not client.CustomObjectsApi(api).list_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", namespace, "httproutes")["items"], timeout=60,
         what="the HTTPRoute to be deleted")
+    # An A/B test: the split ConfigMap is applied while the test runs and emptied when it is promoted.
+    ab = manifest("ab", rollout={"strategy": "ABTest", "abTest": {"weight": 20}})
+    apply(cluster, namespace, ab)
+    first = wait_phase(api, namespace, "ab", "Healthy")["status"]["stableRevision"]
+    apply(cluster, namespace, with_changes(ab, "spec.model.source", "gs://models/gemma-2-9b-it-v2/"))
+    wait_for(lambda: "ab-split" in [c.metadata.name for c in client.CoreV1Api(api).list_namespaced_config_map(
+        namespace).items], timeout=60, what="the A/B split ConfigMap")
+    cluster.kubectl("annotate", "-n", namespace, "modeldeployment", "ab", "modelops.dev/promote=full")
+    wait_for(lambda: get(api, namespace, "ab")["status"].get("stableRevision") not in (None, first)
+             and client.CoreV1Api(api).read_namespaced_config_map("ab-split", namespace).data["split.json"] == "{}",
+             timeout=60, what="the challenger promoted and the split ConfigMap emptied")
     # A revision that cannot be scheduled: the operator reads its pods' scheduling verdict.
     apply(cluster, namespace, with_changes(m, "spec.resources.gpu.count", 16))
     wait_reason(api, namespace, "chat", "Progressing", "InsufficientGPU")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,7 @@ class Sim:
         self.deployments: dict[str, RevisionState] = {}
         self.services: dict[str, dict[str, Any]] = {}
         self.routes: dict[str, dict[str, Any]] = {}
+        self.config_maps: dict[str, dict[str, Any]] = {}
         self.now = T0
         self.config = config or OperatorConfig(resync_seconds=30)
         self.unschedulable: dict[str, str] = {}  # revision -> scheduler message (its pods stay Pending)
@@ -61,7 +63,9 @@ class Sim:
             services={n: ServiceState(n, s["spec"]["selector"].get("modelops.dev/revision"),
                                       s["metadata"]["annotations"]["modelops.dev/applied-hash"])
                       for n, s in self.services.items()},
-            routes={n: r["metadata"]["annotations"]["modelops.dev/applied-hash"] for n, r in self.routes.items()})
+            routes={n: r["metadata"]["annotations"]["modelops.dev/applied-hash"] for n, r in self.routes.items()},
+            config_maps={"chat-split": a["modelops.dev/split-applied"]} if "modelops.dev/split-applied" in (
+                a := self.services.get("chat", {}).get("metadata", {}).get("annotations", {})) else {})
         plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden, metadata)
         if crash:
             for key in plan.clear_annotations:
@@ -100,6 +104,9 @@ class Sim:
             elif kind == "HTTPRoute":
                 self._changed |= self.routes.get(name) != obj
                 self.routes[name] = obj
+            elif kind == "ConfigMap":
+                self._changed |= self.config_maps.get(name) != obj
+                self.config_maps[name] = obj
         for name, want in plan.scale.items():
             self._changed = True
             self.deployments[name] = self._run(name, want, self.deployments.get(name))
@@ -143,6 +150,11 @@ class Sim:
     def route_weights(self) -> dict[str, int]:
         rule = self.routes["chat"]["spec"]["rules"][-1]
         return {b["name"]: b["weight"] for b in rule["backendRefs"]}
+
+    def split(self) -> dict[str, Any] | None:
+        """The A/B split the stable revision's gateway would read (None: no ConfigMap)."""
+        cm = self.config_maps.get("chat-split")
+        return (json.loads(cm["data"]["split.json"]) or None) if cm else None  # {}: the test is over
 
     def events(self) -> list[str]:
         return [e.reason for p in self.plans for e in p.events]

@@ -222,6 +222,17 @@ def test_blue_green_manual_promotion_keeps_the_old_revision_warm_for_the_delay()
     assert sim.phase == "Healthy"
 
 
+def test_blue_green_preview_with_thin_data_gets_a_window_before_pausing_as_inconclusive() -> None:
+    sim, v1, v2 = started(spec("BlueGreen", analysis=ANALYSIS))
+    thin = [measure("error-rate", value=0.0, samples=3)]
+    sim.step()  # the preview comes up
+    sim.step(1, measurements=thin)  # nobody has tested it yet
+    assert sim.phase == "Progressing" and sim.status["stableRevision"] == v1
+    sim.step(25, measurements=thin)  # a window and an interval later, still too thin: a person decides
+    assert sim.phase == "Paused" and sim.status["rollout"]["pauseReason"] == "Inconclusive"
+    assert sim.status["stableRevision"] == v1
+
+
 def test_blue_green_auto_promotes_once_the_preview_is_ready() -> None:
     sim, v1, v2 = started(spec("BlueGreen", router={"router": "service"}))
     sim.step()
@@ -258,18 +269,38 @@ def test_bake_time_that_passes_scales_the_previous_down() -> None:
     assert sim.replicas(v1) == 0 and sim.phase == "Healthy"
 
 
-def test_ab_test_holds_the_challenger_with_header_matches_until_promoted() -> None:
+def test_ab_test_holds_the_challenger_with_sticky_users_and_header_matches_until_promoted() -> None:
     sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "match": [{"headers": {"x-model-variant": "challenger"}}]}))
+    sim.step()  # the challenger comes up; no user is sent to it before it is ready
+    assert sim.split() is None and sim.route_weights() == {v1: 100, v2: 0}
     for _ in range(4):
         sim.step(600)
-    assert sim.route_weights() == {v1: 80, v2: 20}
+    # Users are assigned by the stable revision's gateway: the route sends everything else there.
+    assert sim.route_weights() == {v1: 100, v2: 0}
+    assert sim.split() == {"stable": v1, "challenger": v2, "percent": 20, "header": "x-user-id",
+                           "url": f"http://{v2}.ml.svc:80", "match": [{"x-model-variant": "challenger"}]}
+    assert sim.service_revision(v2) == v2  # the Service the stable gateway forwards to
     header_rule = sim.routes["chat"]["spec"]["rules"][0]
     assert header_rule["matches"][0]["headers"] == [{"type": "Exact", "name": "x-model-variant", "value": "challenger"}]
     assert header_rule["backendRefs"][0]["name"] == v2
     assert sim.phase == "Progressing" and sim.status["canaryWeight"] == 20
+    assert sim.replicas(v1) == 2  # every request reaches the stable revision first
+    assert "users assigned by x-user-id or the OpenAI user field" in sim.status["message"]
     sim.annotate("promote")
     sim.settle()
     assert sim.status["stableRevision"] == v2 and sim.route_weights() == {v2: 100}
+    assert sim.split() is None  # the test is over: the split ConfigMap is deleted
+
+
+def test_ab_test_with_the_service_router_splits_users_the_same_way_and_an_abort_ends_it() -> None:
+    sim, v1, v2 = started(spec("ABTest", router={"router": "service"}, abTest={"weight": 30, "stickyHeader": "x-tenant"}))
+    sim.settle()
+    assert sim.service_revision("chat") == v1 and sim.service_revision(v2) == v2 and sim.replicas(v1) == 2
+    assert sim.split()["percent"] == 30 and sim.split()["header"] == "x-tenant"
+    assert "approximated" not in sim.status["message"]  # the share is by users, exactly
+    sim.annotate("abort")
+    sim.settle()
+    assert sim.phase == "RolledBack" and sim.split() is None and sim.service_revision("chat") == v1
 
 
 @pytest.mark.parametrize("crash", ["after-annotations", "after-status"])

@@ -13,6 +13,8 @@ from modelops.domain.spec import ModelDeploymentSpec
 GATEWAY_PORT = 8080
 MODELS_DIR = "/models"
 PVC_DIR = "/mnt/pvc"
+SPLIT_DIR = "/etc/modelops/split"  # the A/B split ConfigMap, mounted in the gateway container
+SPLIT_FILE = "split.json"
 UID = 1000
 
 LABEL_DEPLOYMENT = "modelops.dev/deployment"
@@ -56,6 +58,11 @@ class PodContext:
         return self.spec.resources.gpu.count
 
 
+def split_config_map(name: str) -> str:
+    """The ConfigMap with an A/B test's split, read by the stable revision's gateway (mounted in every pod)."""
+    return f"{name}-split"
+
+
 def selector_labels(name: str) -> dict[str, str]:
     return {LABEL_DEPLOYMENT: name}
 
@@ -97,6 +104,7 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         {"name": "MODELOPS_MODEL", "value": ctx.spec.model.name},
         {"name": "MODELOPS_REVISION", "value": ctx.revision},
         {"name": "MODELOPS_PORT", "value": str(GATEWAY_PORT)},
+        {"name": "MODELOPS_SPLIT_FILE", "value": f"{SPLIT_DIR}/{SPLIT_FILE}"},
     ]
     if ctx.metadata_uri:
         env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.metadata_uri})
@@ -115,7 +123,8 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
                           "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"},
+                         {"name": "ab-split", "mountPath": SPLIT_DIR, "readOnly": True}],
     }
 
 
@@ -180,6 +189,9 @@ def volumes(ctx: PodContext) -> list[dict[str, Any]]:
         {"name": "model-cache", "emptyDir": {"sizeLimit": ctx.config.model_cache_size}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
+        # The A/B split (see planning.traffic): present only during an A/B test, hence optional;
+        # the same name for every revision, so a new split never changes a revision.
+        {"name": "ab-split", "configMap": {"name": split_config_map(ctx.name), "optional": True}},
     ]
     src = ctx.source
     if src.scheme == "pvc":
