@@ -17,6 +17,10 @@ from typing import Any
 
 # A chunk that carries text: "content" (chat) or "text" (completions) with a non-empty string.
 _HAS_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+# The same test on every whole `data:` line of a buffer at once, in one pass of the regex
+# engine: after a newline (the literal prefix keeps the engine off other bytes), greedy to the
+# line's end, then back to its last text field, so at most one match per line.
+_TEXT_LINES = re.compile(rb'\ndata:[^\n]*"(?:content|text)"[ \t\r]*:[ \t\r]*"(?!")')
 
 
 def _usage_numbers(usage: Any) -> tuple[int, int] | None:
@@ -42,7 +46,7 @@ class StreamTally:
     (3, 5)
     """
 
-    __slots__ = ("_buf", "chunks", "usage", "done", "error", "events")
+    __slots__ = ("_buf", "chunks", "usage", "done", "error")
 
     MAX_EVENT = 1 << 20  # a line longer than this is not a token chunk: stop looking at it
 
@@ -52,12 +56,14 @@ class StreamTally:
         self.usage: tuple[int, int] | None = None
         self.done = False
         self.error: str | None = None
-        self.events = 0
 
     def feed(self, chunk: bytes) -> None:
         # Line by line: OpenAI streams put each JSON chunk on one `data:` line, and
         # servers end events with "\n\n" or "\r\n\r\n" (sse-starlette).
         buf = self._buf + chunk if self._buf else chunk
+        if b'"usage"' not in buf and b'"error"' not in buf:
+            self._fast(b"\n" + buf)
+            return
         start = 0
         while True:
             end = buf.find(b"\n", start)
@@ -66,14 +72,28 @@ class StreamTally:
             if buf.startswith(b"data:", start):
                 self._data(buf[start + 5:end].strip())
             start = end + 1
-        rest = buf[start:]
+        self._keep(buf[start:])
+
+    def _fast(self, buf: bytes) -> None:
+        """The common case, token chunks and the end: what ``_data`` would find, for all lines at once."""
+        end = buf.rfind(b"\n") + 1  # ``buf`` starts with a newline: 1 or more
+        self.chunks += len(_TEXT_LINES.findall(buf, 0, end))
+        at = buf.find(b"[DONE]", 0, end)
+        while at >= 0:  # `data: [DONE]` on a line of its own ends the stream
+            line = buf.rfind(b"\n", 0, at) + 1
+            stop = buf.find(b"\n", at)
+            if buf.startswith(b"data:", line) and buf[line + 5:stop].strip() == b"[DONE]":
+                self.done = True
+            at = buf.find(b"[DONE]", stop, end)
+        self._keep(buf[end:])
+
+    def _keep(self, rest: bytes) -> None:
         self._buf = rest if len(rest) <= self.MAX_EVENT else b""
 
     def _data(self, payload: bytes) -> None:
         if payload == b"[DONE]":
             self.done = True
             return
-        self.events += 1
         if b'"usage"' not in payload and b'"error"' not in payload:
             # The common chunk: one token of text. Checked on the bytes, without parsing.
             if _HAS_TEXT.search(payload):

@@ -25,6 +25,7 @@ from .metrics import GatewayMetrics
 from .protocol import error_body
 from .proxy import Upstream
 from .routes import openai, ops, predict
+from .routes.fast import GatewayApp
 from .security import RateLimiter, TokenFile
 from .service import GatewayService
 from .settings import GatewaySettings
@@ -97,7 +98,8 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(message, type_=type_), status_code=exc.status_code, headers=exc.headers)
 
-    # Plain Starlette routes: no per-request dependency resolution on the hot path.
-    app = Starlette(routes=[*openai.routes, *predict.routes, *ops.routes], lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error})
+    # Plain Starlette routes: no per-request dependency resolution on the hot path; the
+    # inference routes are also dispatched without the middleware stack (routes/fast.py).
+    app = GatewayApp(routes=[*openai.routes, *predict.routes, *ops.routes], lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error}, direct=[*openai.routes, *predict.routes])
     return app

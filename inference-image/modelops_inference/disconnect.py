@@ -28,23 +28,44 @@ class ClientGone(Exception):
 
 
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client disconnects first, cancel it and raise ``ClientGone``."""
-    task: asyncio.Future[T] = asyncio.ensure_future(work)
-    listener = asyncio.ensure_future(_wait_disconnect(receive))
+    """Run ``work``; if the client disconnects first, cancel it and raise ``ClientGone``.
+
+    ``work`` runs in the calling task (no task of its own); one listener task waits for
+    the disconnect and cancels the calling task, which then tells that cancellation
+    (``ClientGone``) from one of its own, e.g. the server shutting down (re-raised).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    state = _Listening()
+    listener = asyncio.ensure_future(_cancel_when_gone(receive, task, state))
     try:
-        done, _ = await asyncio.wait({task, listener}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        listener.cancel()
+        result = await work
+    except BaseException:
+        if state.gone:
+            raise state.client_gone(task) from None  # the client left: its error has nowhere to go
         raise
-    if task in done:
+    finally:
+        state.finished = True
         listener.cancel()
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:  # noqa: BLE001 - the client is gone; the error has nowhere to go
-        pass
-    raise ClientGone()
+    if state.gone:  # cancelled, but the work swallowed it
+        raise state.client_gone(task)
+    return result
+
+
+class _Listening:
+    __slots__ = ("gone", "finished")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.finished = False
+
+    def client_gone(self, task: asyncio.Task[Any]) -> ClientGone:
+        task.uncancel()  # this cancellation was ours, and is handled here
+        return ClientGone()
+
+
+async def _cancel_when_gone(receive: Receive, task: asyncio.Task[Any], state: _Listening) -> None:
+    await _wait_disconnect(receive)
+    if not state.finished:
+        state.gone = True
+        task.cancel()

@@ -8,6 +8,7 @@ settings and exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
                             loop="auto", http="auto", timeout_graceful_shutdown=30,
                             server_header=False, proxy_headers=False)
     server = uvicorn.Server(config)
+    # Cheaper garbage collection on the streaming path (a request's garbage is freed by
+    # reference counting; the cyclic collector only has to look at what survives): what is
+    # loaded by now stays out of its scans, and it runs every 10,000 allocations, not 700.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     server.run()
     if not server.started:
         return EXIT_STARTUP

@@ -73,6 +73,9 @@ class Head:
     upstream: Upstream
     first_chunk: bytes
     first_chunk_at: float  # time.perf_counter()
+    # True once the upstream body has been read to its end: the chunk just read is the last
+    # (lets the relay finish the response with it instead of with an extra empty write).
+    ended: Callable[[], bool] = lambda: False
 
 
 OnError = Callable[[str, Upstream, str], None]  # (kind, upstream, message)
@@ -187,7 +190,7 @@ async def _attempt(session: aiohttp.ClientSession, upstream: Upstream, path: str
                               upstream.name) from exc
     content_type = resp.headers.get("Content-Type", "")
     return resp, Head(status=resp.status, headers=_pass_headers(resp), content_type=content_type,
-                      upstream=upstream, first_chunk=first, first_chunk_at=first_at)
+                      upstream=upstream, first_chunk=first, first_chunk_at=first_at, ended=resp.content.at_eof)
 
 
 def _why(exc: BaseException) -> str:

@@ -112,13 +112,16 @@ class RelayResponse(Response):
             if sse:
                 headers.append((b"x-accel-buffering", b"no"))
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
+            ended = False  # the last chunk went out with more_body=False (saves one write)
             if head.first_chunk:
                 tally.feed(head.first_chunk)
-                await send({"type": "http.response.body", "body": head.first_chunk, "more_body": True})
+                ended = head.ended()
+                await send({"type": "http.response.body", "body": head.first_chunk, "more_body": not ended})
             try:
-                async for chunk in gen:
+                async for chunk in gen:  # after `ended`: only the generator's clean finish, no more data
                     tally.feed(chunk)  # type: ignore[arg-type]
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    ended = head.ended()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
             except UpstreamFailure as failure:
                 self.code = 504 if failure.status == 504 else 502
                 if self.on_broken and failure.upstream == "engine":
@@ -135,7 +138,8 @@ class RelayResponse(Response):
             else:
                 if isinstance(tally, StreamTally) and tally.error and self.code < 400:
                     self.code = 502  # the engine reported an error inside a 200 stream
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
 

@@ -12,13 +12,24 @@ with bounded request counts.
    requests/s, and for each proxy the TTFT added over direct and its share of direct
    throughput. Targets from the issue: <= 1 ms added p50, <= 5 ms added p99, >= 90 %
    of direct throughput. Also reported: the proxy's own CPU time per request (from
-   /proc), which does not depend on how busy the shared machine is.
+   /proc, measured requests only), which does not depend on how busy the machine is,
+   and how busy that makes the proxy's CPU.
+
+   Placement (``--placement``). ``pinned`` (the default, the main table): the proxy
+   under test (gateway, nginx) runs on its own CPU, the load generator and the stub
+   engine on the other CPU(s), as in production where the gateway container has CPU
+   of its own; the same placement for all three paths, so "direct" is the load
+   generator and stub on their CPU(s) with the proxy CPU idle. ``shared``: every
+   process may run on every CPU (a proxy hop then takes CPU from the client and the
+   stub). Affinity is set with ``sched_setaffinity`` before each process starts
+   (children inherit it) and checked from /proc; the output prints it.
+   Each configuration runs ``--rounds`` times, paths interleaved; every figure is the
+   median over the rounds.
 2. Storage initializer. fake-gcs-server holds a model-like set of files; the
    initializer (parallel slices) is timed against a single-stream download of the
    same files with google-cloud-storage, one file after another.
 
-The load generator, stub, proxies and emulator share the machine's cores; numbers
-from a 2-core machine are upper bounds on overhead, not a datacenter figure.
+The storage benchmark's processes share the machine's cores.
 ``python -m tests.components install nginx`` installs nginx.
 """
 
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -35,6 +47,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import aiohttp
 
@@ -69,6 +82,58 @@ http {{
   }}
 }}
 """
+
+
+@dataclass(frozen=True)
+class Placement:
+    name: str  # pinned | shared
+    proxy: frozenset[int]  # CPUs of the proxy under test
+    client: frozenset[int]  # CPUs of the load generator (this process) and the stub engine
+
+    @classmethod
+    def make(cls, name: str) -> "Placement":
+        cpus = sorted(os.sched_getaffinity(0))
+        if name == "shared" or len(cpus) < 2:
+            return cls("shared", frozenset(cpus), frozenset(cpus))
+        return cls("pinned", frozenset(cpus[-1:]), frozenset(cpus[:-1]))
+
+    def describe(self) -> str:
+        if self.name == "shared":
+            return f"shared: load generator, stub engine and proxy all on CPUs {_cpus(self.proxy)}"
+        return (f"pinned: proxy under test (gateway / nginx) on CPU {_cpus(self.proxy)}; load generator and "
+                f"stub engine on CPU {_cpus(self.client)}")
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+@contextlib.contextmanager
+def spawning_on(cpus: frozenset[int]) -> Iterator[None]:
+    """Processes started inside run on ``cpus`` (affinity is inherited across fork/exec)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def group_affinity(pgid: int) -> str:
+    """The CPUs every process of a group may run on, as /proc says (``1`` or ``0-1``)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        found.update(line.split(":", 1)[1].strip() for line in status.splitlines()
+                     if line.startswith("Cpus_allowed_list:"))
+    return "/".join(sorted(found)) or "?"
 
 
 def group_cpu_seconds(pgid: int | None) -> float:
@@ -111,7 +176,9 @@ class Run:
         return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
-async def measure(url: str, streams: int, requests: int, warmup: int) -> tuple[float, list[float], int]:
+async def measure(url: str, streams: int, requests: int, warmup: int,
+                  cpu: Callable[[], float] = lambda: 0.0) -> tuple[float, list[float], int, float]:
+    """Warm up, then time ``requests`` streams; also returns ``cpu()``'s growth over the timed part."""
     connector = aiohttp.TCPConnector(limit=streams)
     timeout = aiohttp.ClientTimeout(total=60)
     ttfts: list[float] = []
@@ -135,10 +202,12 @@ async def measure(url: str, streams: int, requests: int, warmup: int) -> tuple[f
 
         await asyncio.gather(*(worker(max(1, warmup // streams), False) for _ in range(streams)))
         per = max(1, requests // streams)
+        cpu_before = cpu()
         started = time.perf_counter()
         await asyncio.gather(*(worker(per, True) for _ in range(streams)))
         took = time.perf_counter() - started
-    return took, ttfts, errors
+        cpu_used = cpu() - cpu_before
+    return took, ttfts, errors, cpu_used
 
 
 def start_nginx(upstream_port: int, logs: Path) -> tuple[ManagedProcess, str]:
@@ -155,45 +224,65 @@ def start_nginx(upstream_port: int, logs: Path) -> tuple[ManagedProcess, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def bench_gateway(levels: list[int], scale: float, logs: Path) -> list[Run]:
-    stub = StubEngine(logs, tokens=16).start()
-    gw = Gateway(logs, {"MODELOPS_ENGINE": "openai", "MODELOPS_ENGINE_URL": stub.url, "MODELOPS_MODEL": "chat",
-                        "MODELOPS_ENGINE_MODEL": stub.model, "MODELOPS_LOG_LEVEL": "warning"}).start()
-    nginx, nginx_url = start_nginx(stub.port, logs)
+def bench_gateway(levels: list[int], scale: float, logs: Path, placement: Placement, rounds: int) -> list[Run]:
+    with spawning_on(placement.client):
+        stub = StubEngine(logs, tokens=16).start()
+    with spawning_on(placement.proxy):
+        gw = Gateway(logs, {"MODELOPS_ENGINE": "openai", "MODELOPS_ENGINE_URL": stub.url, "MODELOPS_MODEL": "chat",
+                            "MODELOPS_ENGINE_MODEL": stub.model, "MODELOPS_LOG_LEVEL": "warning"}).start()
+        nginx, nginx_url = start_nginx(stub.port, logs)
     targets = {"direct": (stub.url, None), "gateway": (gw.url, gw.proc.pid), "nginx": (nginx_url, nginx.pid)}
     runs: list[Run] = []
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, placement.client)  # the load generator: this process
     try:
+        print(f"placement {placement.describe()} (from /proc: stub {group_affinity(stub.proc.pid)}, "
+              f"gateway {group_affinity(gw.proc.pid)}, nginx {group_affinity(nginx.pid)}, "
+              f"load generator {_cpus(frozenset(os.sched_getaffinity(0)))})", flush=True)
         for streams in levels:
             requests = int({1: 600, 16: 3200, 128: 6400}.get(streams, 3200) * scale)
-            for name, (base, pgid) in targets.items():
-                cpu = group_cpu_seconds(pgid)
-                took, ttft, errors = asyncio.run(measure(f"{base}/v1/chat/completions", streams, requests,
-                                                         warmup=max(streams * 2, 50)))
-                runs.append(Run(name, streams, len(ttft) + errors, took, ttft, errors,
-                                proxy_cpu=group_cpu_seconds(pgid) - cpu))
-                print(f"  {name:8s} {streams:4d} streams: {runs[-1].rps:7.0f} req/s", file=sys.stderr, flush=True)
+            for round_ in range(rounds):
+                for name, (base, pgid) in targets.items():
+                    took, ttft, errors, cpu = asyncio.run(measure(
+                        f"{base}/v1/chat/completions", streams, requests, warmup=max(streams * 2, 50),
+                        cpu=lambda pgid=pgid: group_cpu_seconds(pgid)))
+                    runs.append(Run(name, streams, len(ttft) + errors, took, ttft, errors, proxy_cpu=cpu))
+                    print(f"  {placement.name} {name:8s} {streams:4d} streams, round {round_ + 1}: "
+                          f"{runs[-1].rps:7.0f} req/s", file=sys.stderr, flush=True)
     finally:
+        os.sched_setaffinity(0, before)
         nginx.stop()
         gw.stop()
         stub.stop()
     return runs
 
 
-def print_gateway(runs: list[Run]) -> None:
-    print("\nStreaming overhead (16-token SSE stub; TTFT = time to first chunk)\n")
+def print_gateway(runs: list[Run], placement: Placement, rounds: int) -> None:
+    med = statistics.median
+    print(f"\nStreaming overhead, {placement.describe()}\n(16-token SSE stub; TTFT = time to first chunk; "
+          f"median of {rounds} rounds; CPU = the proxy's own CPU time per request and its CPU's load)\n")
     print("| streams | path | TTFT p50 | TTFT p99 | req/s | added p50 | added p99 | throughput vs direct "
-          "| proxy CPU per request |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| proxy CPU per request | proxy CPU load |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for streams in sorted({r.streams for r in runs}):
-        direct = next(r for r in runs if r.streams == streams and r.path == "direct")
-        for r in (x for x in runs if x.streams == streams):
-            added = "" if r is direct else f"{r.pct(0.5) - direct.pct(0.5):+.2f} ms"
-            added99 = "" if r is direct else f"{r.pct(0.99) - direct.pct(0.99):+.2f} ms"
-            ratio = "" if r is direct else f"{100 * r.rps / direct.rps:.0f} %"
-            err = f" ({r.errors} errors)" if r.errors else ""
-            cpu = "" if r is direct else f"{r.cpu_us_per_request:.0f} µs"
-            print(f"| {streams} | {r.path}{err} | {r.pct(0.5):.2f} ms | {r.pct(0.99):.2f} ms | {r.rps:,.0f} | "
-                  f"{added} | {added99} | {ratio} | {cpu} |")
+        rows = {}
+        for path in ("direct", "gateway", "nginx"):
+            mine = [r for r in runs if r.streams == streams and r.path == path]
+            if mine:
+                rows[path] = (med(r.pct(0.5) for r in mine), med(r.pct(0.99) for r in mine),
+                              med(r.rps for r in mine), med(r.cpu_us_per_request for r in mine),
+                              med(100 * r.proxy_cpu / r.seconds for r in mine), sum(r.errors for r in mine))
+        d50, d99, drps = rows["direct"][:3]
+        for path, (p50, p99, rps, cpu, load, errors) in rows.items():
+            direct = path == "direct"
+            added = "" if direct else f"{p50 - d50:+.2f} ms"
+            added99 = "" if direct else f"{p99 - d99:+.2f} ms"
+            ratio = "" if direct else f"{100 * rps / drps:.0f} %"
+            err = f" ({errors} errors)" if errors else ""
+            cpu_text = "" if direct else f"{cpu:.0f} µs"
+            load_text = "" if direct else f"{load:.0f} %"
+            print(f"| {streams} | {path}{err} | {p50:.2f} ms | {p99:.2f} ms | {rps:,.0f} | "
+                  f"{added} | {added99} | {ratio} | {cpu_text} | {load_text} |")
 
 
 def bench_storage(total_mib: int, logs: Path, rounds: int = 3) -> dict[str, float]:
@@ -237,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="1,16,128", help="concurrency levels (default 1,16,128)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts (0.25 for a quick look)")
+    parser.add_argument("--placement", default="pinned,shared",
+                        help="pinned (proxy on its own CPU), shared (all on all CPUs), or both (default pinned,shared)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per configuration; figures are medians")
     parser.add_argument("--storage-mib", type=int, default=256, help="size of the storage benchmark's file set")
     parser.add_argument("--skip-storage", action="store_true")
     parser.add_argument("--skip-gateway", action="store_true")
@@ -244,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="modelops-bench-logs-"))
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; logs in {logs}")
     if not args.skip_gateway:
-        runs = bench_gateway([int(s) for s in args.streams.split(",")], args.scale, logs)
-        print_gateway(runs)
+        for name in args.placement.split(","):
+            placement = Placement.make(name)
+            runs = bench_gateway([int(s) for s in args.streams.split(",")], args.scale, logs, placement, args.rounds)
+            print_gateway(runs, placement, args.rounds)
     if not args.skip_storage:
         s = bench_storage(args.storage_mib, logs)
         print(f"\nStorage initializer vs single stream ({s['files']} files, {s['mb']:.0f} MB, fake-gcs-server, "
