@@ -60,7 +60,10 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
                                    f"(MODELOPS_METADATA_URI={settings.metadata_uri})")
         connector = aiohttp.TCPConnector(limit=settings.max_connections, limit_per_host=settings.max_connections,
                                          keepalive_timeout=30, enable_cleanup_closed=True)
+        # No cookie jar: one session serves every client, so a cookie one answer sets must never
+        # ride along on another client's request.
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                        cookie_jar=aiohttp.DummyCookieJar(),
                                         timeout=aiohttp.ClientTimeout(total=None))
         engine_headers = _bearer(settings.engine_api_key_file)
         engine = make_engine(settings.engine, settings.engine_url, settings.upstream_model, headers=engine_headers,

@@ -164,6 +164,9 @@ class StubEngine:
     def fail(self, status: int, count: int = 1) -> None:
         httpx.post(f"{self.url}/_stub/fail", json={"status": status, "count": count}, timeout=5).raise_for_status()
 
+    def set_cookie(self, value: str | None) -> None:
+        httpx.post(f"{self.url}/_stub/cookie", json={"value": value}, timeout=5).raise_for_status()
+
     def hang(self, seconds: float, count: int = 1) -> None:
         httpx.post(f"{self.url}/_stub/hang", json={"seconds": seconds, "count": count},
                    timeout=5).raise_for_status()

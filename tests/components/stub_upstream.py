@@ -13,8 +13,9 @@ It is not a model: every answer is the same tokens.
   delays the next responses' start; ``POST /_stub/truncate {"count": 1}`` cuts the next
   non-streaming answers off mid-body; ``GET /_stub/stats`` tells requests received,
   streams active, completed and cancelled (the client went away mid-stream), and
-  requests abandoned (the client went away during a hang);
-  ``POST /_stub/reset``.
+  requests abandoned (the client went away during a hang); ``POST /_stub/cookie {"value":
+  "lb=1; Path=/"}`` adds that Set-Cookie to every answer (``last_cookie`` in the stats is the
+  Cookie header of the last request); ``POST /_stub/reset``.
 
 ``python -m tests.components.stub_upstream --port 9000 [--tokens 16] [--token-delay 0]``
 prints ``ready <port>`` once it listens.
@@ -65,6 +66,8 @@ class Stub:
         self.truncate = 0
         self.last_body: dict[str, Any] | None = None
         self.last_authorization: str | None = None
+        self.last_cookie: str | None = None
+        self.set_cookie: str | None = None  # sent as Set-Cookie on every answer (like a hosted API's load balancer)
 
     def chunks(self, kind: str, model: str) -> tuple[bytes, bytes]:
         key = (kind, model)
@@ -77,6 +80,7 @@ class Stub:
         body = await request.json()
         self.last_body = body
         self.last_authorization = request.headers.get("Authorization")
+        self.last_cookie = request.headers.get("Cookie")
         if self.fail:
             status = self.fail.pop(0)
             return web.json_response({"error": {"message": f"stub failing with {status}", "type": "stub"}},
@@ -167,7 +171,8 @@ def make_app(stub: Stub) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": stub.requests, "active": stub.active, "completed": stub.completed,
                                   "cancelled": stub.cancelled, "abandoned": stub.abandoned, "last_body": stub.last_body,
-                                  "last_authorization": stub.last_authorization, "time": time.time()})
+                                  "last_authorization": stub.last_authorization, "last_cookie": stub.last_cookie,
+                                  "time": time.time()})
 
     async def fail(request: web.Request) -> web.Response:
         body = await request.json()
@@ -183,6 +188,16 @@ def make_app(stub: Stub) -> web.Application:
         stub.truncate += int((await request.json()).get("count", 1))
         return web.json_response({"queued": stub.truncate})
 
+    async def cookie(request: web.Request) -> web.Response:
+        stub.set_cookie = (await request.json()).get("value")
+        return web.json_response({"set_cookie": stub.set_cookie})
+
+    async def add_cookie(request: web.Request, response: web.StreamResponse) -> None:
+        if stub.set_cookie and not request.path.startswith("/_stub/"):
+            response.headers["Set-Cookie"] = stub.set_cookie
+
+    app.on_response_prepare.append(add_cookie)
+
     async def reset(request: web.Request) -> web.Response:
         stub.reset()
         return web.json_response({"reset": True})
@@ -197,6 +212,7 @@ def make_app(stub: Stub) -> web.Application:
     app.router.add_post("/_stub/hang", hang)
     app.router.add_post("/_stub/truncate", truncate)
     app.router.add_post("/_stub/reset", reset)
+    app.router.add_post("/_stub/cookie", cookie)
     return app
 
 

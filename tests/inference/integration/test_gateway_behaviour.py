@@ -269,3 +269,20 @@ def test_shutdown_is_clean(start_gateway: Callable[..., Gateway], fresh_stub: St
     assert "Finished server process" in gw.log()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", gw.port)) != 0
+
+
+def test_upstream_cookies_are_not_kept_between_clients(start_gateway: Callable[..., Gateway],
+                                                       fresh_stub: StubEngine) -> None:
+    """One upstream session serves every client: a cookie the engine (or a hosted fallback's load
+    balancer) sets for one request must not ride along on the next client's requests. (The upstream
+    is named by host name: cookie jars ignore cookies from bare IP addresses.)"""
+    gateway = start_gateway(gw_env(fresh_stub, MODELOPS_ENGINE_URL=fresh_stub.url.replace("127.0.0.1", "localhost")))
+    fresh_stub.set_cookie("session=alice-secret; Path=/")
+    try:
+        first = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
+        assert first.status_code == 200
+        second = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
+        assert second.status_code == 200
+        assert fresh_stub.stats()["last_cookie"] is None
+    finally:
+        fresh_stub.set_cookie(None)
