@@ -59,24 +59,38 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
 
 
+PEERING_POLL = 2.0  # seconds between two reads of the peering object
+# A replica starts working only once it has been the top live peer this long: longer than two
+# polls, so a replica that was alone until a higher-priority peer registered has seen that peer
+# (and stood by) before the newcomer starts. Standing by is immediate.
+PEERING_SETTLE = 2 * PEERING_POLL + 1.0
+
+
 async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
     """Work only while kopf peering makes this replica the active one (highest live priority)."""
     name, ns = os.environ["MODELOPS_PEERING"], os.environ.get("MODELOPS_PEERING_NAMESPACE") or None
     me, priority = os.environ["MODELOPS_PEER_ID"], int(os.environ["MODELOPS_PEER_PRIORITY"])
     active = False
+    top_since: float | None = None
+    loop = asyncio.get_running_loop()
     while True:
         try:
             status = await asyncio.to_thread(peering.peers, memo.kube.api, name, ns)
         except Exception as exc:  # noqa: BLE001 - the apiserver unreachable: keep the last decision, retry
             logger.warning("peering %s: cannot read the peers: %s", name, exc)
-            await asyncio.sleep(2)
+            await asyncio.sleep(PEERING_POLL)
             continue
-        now_active = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
+        top = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
+        if not top:
+            top_since = None
+        elif top_since is None:
+            top_since = loop.time()
+        now_active = top and loop.time() - top_since >= PEERING_SETTLE  # type: ignore[operator]
         if now_active != active:
             logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
             active = now_active
             memo.workers.set_active(active)
-        await asyncio.sleep(2)
+        await asyncio.sleep(PEERING_POLL if top == active else min(PEERING_POLL, 1.0))
 
 
 @kopf.on.cleanup()
