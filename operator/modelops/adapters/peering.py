@@ -54,3 +54,22 @@ def peers(api: client.ApiClient, name: str, namespace: str | None) -> dict[str, 
     except ApiException:
         return {}
     return dict(items[0].get("status") or {}) if items else {}
+
+
+def settle(top: bool, top_since: float | None, now: float, settle_for: float) -> tuple[bool, float | None]:
+    """(work now?, since when this replica has been the top peer): work only once it has been the
+    top live peer for ``settle_for`` seconds; stand by at once when it is not.
+
+    >>> settle(True, None, 100.0, 5.0)   # just became the top peer: not yet
+    (False, 100.0)
+    >>> settle(True, 100.0, 104.0, 5.0)  # a newcomer with a higher priority may not be visible yet
+    (False, 100.0)
+    >>> settle(True, 100.0, 105.0, 5.0)
+    (True, 100.0)
+    >>> settle(False, 100.0, 106.0, 5.0)  # someone with a higher priority: stand by at once
+    (False, None)
+    """
+    if not top:
+        return False, None
+    since = now if top_since is None else top_since
+    return now - since >= settle_for, since

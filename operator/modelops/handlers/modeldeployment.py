@@ -81,11 +81,7 @@ async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
             await asyncio.sleep(PEERING_POLL)
             continue
         top = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
-        if not top:
-            top_since = None
-        elif top_since is None:
-            top_since = loop.time()
-        now_active = top and loop.time() - top_since >= PEERING_SETTLE  # type: ignore[operator]
+        now_active, top_since = peering.settle(top, top_since, loop.time(), PEERING_SETTLE)
         if now_active != active:
             logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
             active = now_active

@@ -14,6 +14,7 @@ MODULES = [
     "modelops_inference.proxy",
     "modelops_inference.metadata",
     "modelops_inference.storage_init.download",
+    "modelops_inference.split",
 ]
 
 
