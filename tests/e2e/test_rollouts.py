@@ -3,6 +3,7 @@ gateway processes that stand in for each revision's pods, traffic by the HTTPRou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,11 @@ def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, name
         wait_for(lambda: (a := get(api, namespace, "chat")["status"].get("analysis", {}).get("error-rate", {}))
                  .get("verdict") == "Successful" and a.get("stableValue") is not None, timeout=60,
                  what="per-variant values in status")
+        # A split deleted by hand comes back (the operator writes it but never reads it).
+        core = client.CoreV1Api(api)
+        core.delete_namespaced_config_map("chat-split", namespace)
+        wait_for(lambda: json.loads(core.read_namespaced_config_map("chat-split", namespace).data["split.json"])
+                 .get("percent") == 20, timeout=30, what="the split ConfigMap to be re-applied")
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/promote=")
         obj = wait_phase(api, namespace, "chat", "Healthy", timeout=90)
         assert obj["status"]["stableRevision"] == v2
@@ -389,7 +395,6 @@ def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, 
 
 def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_rolled_back_and_pinned(
         api, cluster, namespace, operator, prometheus, gcs, tmp_path) -> None:
-    import json
     import uuid
 
     bucket = gcs.client().create_bucket(f"models-{uuid.uuid4().hex[:8]}")

@@ -151,8 +151,7 @@ class Kube:
             self.patch_status(owner, plan.status)
         current = {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
                    **{("Service", s.name): s.applied_hash for s in observed.services.values()},
-                   **{("HTTPRoute", n): h for n, h in observed.routes.items()},
-                   **{("ConfigMap", n): h for n, h in observed.config_maps.items()}}
+                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}  # ConfigMaps: the planner decides
         for obj in plan.apply:
             name = obj["metadata"]["name"]
             kind = obj["kind"]

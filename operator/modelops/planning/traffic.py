@@ -125,8 +125,11 @@ def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic,
     elif split_applied is not None:
         split = split_config(owner, None)  # end the test: the gateways see an empty split
     split_hash = split["metadata"]["annotations"][ANNOTATION_APPLIED] if split else None
-    if split is not None and split_hash != split_applied:
-        out.append(split)  # before the main Service, which records that it was applied
+    if split is not None and (t.ab or split_hash != split_applied):
+        # Before the main Service, which records that it was applied. While a test runs it is
+        # applied on every pass (a no-op for the API server when unchanged): the operator cannot
+        # read ConfigMaps, so this is how a split deleted or edited by hand comes back.
+        out.append(split)
     main = service(owner, name, None if t.split else t.stable or t.canary, split_hash)
     out.append(main)
     if t.preview:

@@ -286,6 +286,10 @@ def test_ab_test_holds_the_challenger_with_sticky_users_and_header_matches_until
     assert sim.phase == "Progressing" and sim.status["canaryWeight"] == 20
     assert sim.replicas(v1) == 2  # every request reaches the stable revision first
     assert "users assigned by x-user-id or the OpenAI user field" in sim.status["message"]
+    split = sim.split()
+    del sim.config_maps["chat-split"]  # deleted by hand: the operator cannot read it, but re-applies it
+    sim.step(30)
+    assert sim.split() == split
     sim.annotate("promote")
     sim.settle()
     assert sim.status["stableRevision"] == v2 and sim.route_weights() == {v2: 100}
