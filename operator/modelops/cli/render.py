@@ -111,8 +111,12 @@ def describe(obj: dict[str, Any]) -> str:
     if ro.get("paused"):
         lines.append(f"Paused:       {ro.get('pauseReason') or 'yes'} (kubectl modelops promote|resume)")
     lines.append("")
-    lines.append("Traffic:")
     w = weights(status)
+    if rollout.get("strategy") == "ABTest" and status.get("canaryRevision"):
+        lines.append("Traffic (share of users, assigned by the stable revision's gateway):")
+        w = [(r, "challenger" if role == "canary" else role, pct) for r, role, pct in w]
+    else:
+        lines.append("Traffic:")
     lines += table([["REVISION", "ROLE", "WEIGHT", ""]] + [[r, role, f"{pct}%", bar(pct)] for r, role, pct in w]) \
         if w else ["  (no revision serves yet)"]
     drawn = steps(obj)

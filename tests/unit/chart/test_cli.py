@@ -82,3 +82,12 @@ def test_arguments() -> None:
 def test_console_script_is_declared() -> None:
     pyproject = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text()
     assert 'kubectl-modelops = "modelops.cli:main"' in pyproject
+
+
+def test_an_ab_test_shows_the_challenger_and_the_share_of_users() -> None:
+    obj = fixture("paused")
+    obj["metadata"]["namespace"] = "ml"
+    obj["spec"].setdefault("rollout", {})["strategy"] = "ABTest"
+    text = render.describe(obj)
+    assert "Traffic (share of users, assigned by the stable revision's gateway):" in text
+    assert "challenger" in text and " canary " not in text
