@@ -124,7 +124,10 @@ class GatewayService:
         if request.client:  # the challenger's rate limit then sees the client, not this pod
             xff = request.headers.get("x-forwarded-for")
             headers["x-forwarded-for"] = f"{xff}, {request.client.host}" if xff else request.client.host
-        return Upstream("challenger", split.url, self.settings.model, headers, body=body or {}, retries=0,
+        # Without `model`: the client named the stable revision's model (checked above), and the
+        # challenger may serve another name (an A/B test of two models); it answers with its own.
+        forwarded = {k: v for k, v in (body or {}).items() if k != "model"}
+        return Upstream("challenger", split.url, self.settings.model, headers, body=forwarded, retries=0,
                         revision=split.challenger)
 
     def forward_headers(self, request: Request) -> dict[str, str]:

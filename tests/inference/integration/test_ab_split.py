@@ -66,8 +66,9 @@ def pair(start_gateway: Callable[..., Gateway], start_stub: Callable[..., StubEn
     split_file.parent.mkdir()
     common = {"MODELOPS_ENGINE": "openai", "MODELOPS_MODEL": "chat", "MODELOPS_RETRIES": "0",
               "MODELOPS_METADATA_URI": f"file://{meta}", "MODELOPS_SPLIT_FILE": str(split_file)}
+    # An A/B test of two models: the challenger serves another name than the one clients send.
     challenger = start_gateway({**common, "MODELOPS_ENGINE_URL": engines[1].url, "MODELOPS_ENGINE_MODEL": engines[1].model,
-                                "MODELOPS_REVISION": CHALLENGER})
+                                "MODELOPS_REVISION": CHALLENGER, "MODELOPS_MODEL": "chat-challenger"})
     stable = start_gateway({**common, "MODELOPS_ENGINE_URL": engines[0].url, "MODELOPS_ENGINE_MODEL": engines[0].model,
                             "MODELOPS_REVISION": STABLE})
     for e in engines:
@@ -118,6 +119,7 @@ def test_the_challenger_gets_the_request_unshaped_and_applies_its_own_config(pai
     assert "data: [DONE]" in r.text
     sent = pair.challenger_engine.stats()["last_body"]
     assert sent["temperature"] == 0.1 and sent["max_tokens"] == 2 and sent["stream"] is True
+    assert sent["model"] == pair.challenger_engine.model  # the client's "chat" became the challenger's model
     assert pair.stable_engine.stats()["requests"] == 0
     # /predict follows the same assignment (by header) and is answered by the challenger's config.
     p = httpx.post(pair.stable.url + "/predict", json={"query": "sky?"}, headers={"x-user-id": "someone"}, timeout=10)
@@ -151,7 +153,8 @@ def test_only_the_stable_revision_splits_and_a_bad_file_means_no_split(pair: Pai
     pair.split(100)
     wait_split_applied(pair, "u3", CHALLENGER)
     # The challenger reads the same file but never forwards (it is not the stable revision named there).
-    r = httpx.post(pair.challenger.url + "/v1/chat/completions", json=chat(), headers={"x-user-id": "u3"}, timeout=10)
+    r = httpx.post(pair.challenger.url + "/v1/chat/completions", json=chat(model="chat-challenger"),
+                   headers={"x-user-id": "u3"}, timeout=10)
     assert r.headers["x-modelops-revision"] == CHALLENGER
     pair.split_file.write_text("{not json")
     wait_split_applied(pair, "u3", STABLE)
