@@ -120,14 +120,16 @@ class Harness:
         if revision in self.standins:
             self.standins[revision].fail_requests()
 
+    def standin(self, revision: str) -> StandIn:
+        """The revision's stand-in, once its Deployment exists and the stand-in is up."""
+        return wait_for(lambda: self.standins.get(revision), timeout=60, what=f"the stand-in for {revision}")
+
     def slow(self, revision: str, seconds: float) -> None:
         """The revision's engine starts every answer ``seconds`` late (time to first token)."""
-        wait_for(lambda: revision in self.standins, timeout=60, what=f"the stand-in for {revision}")
-        self.standins[revision].slow_first_token(seconds)
+        self.standin(revision).slow_first_token(seconds)
 
     def url(self, revision: str) -> str:
-        wait_for(lambda: revision in self.standins, timeout=60, what=f"the stand-in for {revision}")
-        return self.standins[revision].url
+        return self.standin(revision).url
 
     def _discover(self) -> None:
         apps, custom, core = client.AppsV1Api(self.api), client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
@@ -145,10 +147,7 @@ class Harness:
                         with self._lock:
                             self.standins[rev] = standin
                         if self.urls_file:
-                            urls = {r: s.url for r, s in self.standins.items()}
-                            tmp = self.urls_file.with_suffix(".tmp")
-                            tmp.write_text(json.dumps(urls))
-                            tmp.replace(self.urls_file)
+                            _write_atomically(self.urls_file, json.dumps({r: s.url for r, s in self.standins.items()}))
                 self._mount_split(core)
                 if self.preview_traffic:
                     self.preview = self._preview(core)
@@ -186,9 +185,7 @@ class Harness:
         text = json.dumps(doc)
         for standin in standins.values():
             if not standin.split_file.exists() or standin.split_file.read_text() != text:
-                tmp = standin.split_file.with_suffix(".tmp")
-                tmp.write_text(text)
-                tmp.replace(standin.split_file)
+                _write_atomically(standin.split_file, text)
 
     def _traffic(self) -> None:
         with httpx.Client(timeout=10) as http:
@@ -212,3 +209,10 @@ class Harness:
 
     def requests_to(self, revision: str) -> int:
         return sum(n for (r, _), n in self.sent.items() if r == revision)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of it (like the kubelet's ..data swap)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -103,9 +103,7 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     assert operator.metric(f'modelops_rollbacks_total{{name="chat",namespace="{namespace}"}}') == 1
     # Argo CD re-applying the same spec does not restart the rollout.
     apply(cluster, namespace, v2m)
-    seen = operator.metric('modelops_reconciles_total{result="ok"}')
-    wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 3, timeout=30,
-             what="three more reconciles")
+    operator.wait_reconciles(3)
     assert get(api, namespace, "chat")["status"]["phase"] == "RolledBack"
 
 
@@ -184,9 +182,7 @@ def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prome
         obj = wait_phase(api, namespace, "chat", "Paused", timeout=30)
         assert obj["status"]["rollout"]["pauseReason"] == "Manual"
         time_paused = get(api, namespace, "chat")["status"]["currentStep"]
-        seen = operator.metric('modelops_reconciles_total{result="ok"}')
-        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 4, timeout=30,
-                 what="four more reconciles while paused (longer than the step's 4 s pause)")
+        operator.wait_reconciles(4, "while paused (longer than the step's 4 s pause)")
         assert route_weights(api, namespace) == {v1: 80, v2: 20}
         assert get(api, namespace, "chat")["status"]["currentStep"] == time_paused
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/resume=")
@@ -203,9 +199,7 @@ def test_not_enough_gpus_for_the_canary_waits_and_leaves_stable_untouched(api, c
         given_v1_then_v2(api, cluster, namespace, m, v2m)
         obj = wait_reason(api, namespace, "chat", "Progressing", "InsufficientGPU", timeout=60)
         assert "nvidia.com/gpu" in condition(obj, "Progressing")["message"]
-        seen = operator.metric('modelops_reconciles_total{result="ok"}')
-        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 3, timeout=30,
-                 what="three more reconciles while waiting for GPUs")
+        operator.wait_reconciles(3, "while waiting for GPUs")
         apps = client.AppsV1Api(api)
         assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # stable never shrinks
         assert route_weights(api, namespace).get(v2, 0) == 0 and h.requests_to(v2) == 0
@@ -426,9 +420,7 @@ def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_
         records = {r["name"]: r for r in obj["status"]["revisions"]}
         assert records[v2]["metadataGeneration"] == g2 and records[v2]["outcome"] == "RolledBack"
         # Pinned: the same generation is not retried while it stays the newest.
-        seen = operator.metric('modelops_reconciles_total{result="ok"}')
-        wait_for(lambda: operator.metric('modelops_reconciles_total{result="ok"}') >= seen + 5, timeout=30,
-                 what="five more reconciles (with registry polls every second)")
+        operator.wait_reconciles(5, "(with registry polls every second)")
         after = get(api, namespace, "chat")["status"]
         assert after["phase"] == "RolledBack" and after.get("canaryRevision") is None
     gw = client.AppsV1Api(api).read_namespaced_deployment(v2, namespace).spec.template.spec.containers[1]

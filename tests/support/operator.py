@@ -90,3 +90,9 @@ class OperatorProcess:
 
     def metric(self, key: str) -> float:
         return self.metrics().get(key, 0.0)
+
+    def wait_reconciles(self, n: int, what: str = "", timeout: float = 30) -> None:
+        """Wait until the operator has finished ``n`` more successful reconciles than now."""
+        key = 'modelops_reconciles_total{result="ok"}'
+        seen = self.metric(key)
+        wait_for(lambda: self.metric(key) >= seen + n, timeout=timeout, what=f"{n} more reconciles {what}".rstrip())

@@ -18,13 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import GROUP, PLURAL, VERSION
-from modelops.planning.engines.common import (
-    LABEL_DEPLOYMENT,
-    LABEL_ENGINE,
-    LABEL_REVISION,
-    MANAGED_BY,
-    split_config_map,
-)
+from modelops.planning.engines.common import LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_REVISION, MANAGED_BY
 from modelops.planning.reconcile import Event, Owner, Plan
 from modelops.planning.resources import ANNOTATION_APPLIED, ANNOTATION_MODEL, ANNOTATION_SOURCE
 from modelops.planning.traffic import ANNOTATION_SPLIT
@@ -95,7 +89,7 @@ class Kube:
         if pending:
             revisions = self._with_unschedulable(namespace, name, revisions, pending)
         services = {}
-        config_maps: dict[str, str | None] = {}
+        split_applied = None
         for s in self.core.list_namespaced_service(namespace, label_selector=selector).items:
             ann = s.metadata.annotations or {}
             services[s.metadata.name] = ServiceState(
@@ -104,9 +98,9 @@ class Kube:
             if s.metadata.name == name and ANNOTATION_SPLIT in ann:
                 # The A/B split ConfigMap is never read (the operator may write ConfigMaps, not read
                 # them): the main Service records the applied hash of the split applied before it.
-                config_maps[split_config_map(name)] = ann[ANNOTATION_SPLIT]
+                split_applied = ann[ANNOTATION_SPLIT]
         return Observed(revisions=revisions, services=services, routes=self._routes(namespace, selector),
-                        config_maps=config_maps)
+                        split_applied=split_applied)
 
     def _routes(self, namespace: str, selector: str) -> dict[str, str | None]:
         if self.routes_supported is False:
@@ -151,7 +145,7 @@ class Kube:
             self.patch_status(owner, plan.status)
         current = {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
                    **{("Service", s.name): s.applied_hash for s in observed.services.values()},
-                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}  # ConfigMaps: the planner decides
+                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}  # the split ConfigMap: the planner decides
         for obj in plan.apply:
             name = obj["metadata"]["name"]
             kind = obj["kind"]

@@ -43,4 +43,4 @@ class Observed:
     revisions: dict[str, RevisionState] = field(default_factory=dict)
     services: dict[str, ServiceState] = field(default_factory=dict)
     routes: dict[str, str | None] = field(default_factory=dict)  # HTTPRoute name -> applied hash
-    config_maps: dict[str, str | None] = field(default_factory=dict)  # ConfigMap name -> applied hash (A/B split)
+    split_applied: str | None = None  # the A/B split ConfigMap's applied hash, as the main Service records it

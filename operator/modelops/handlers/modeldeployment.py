@@ -86,7 +86,7 @@ async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
             logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
             active = now_active
             memo.workers.set_active(active)
-        await asyncio.sleep(PEERING_POLL if top == active else min(PEERING_POLL, 1.0))
+        await asyncio.sleep(PEERING_POLL if top == active else 1.0)  # settling: look again sooner
 
 
 @kopf.on.cleanup()

@@ -39,7 +39,7 @@ from modelops.domain.spec import (
 )
 
 from . import resources, traffic
-from .engines.common import PlanError, split_config_map
+from .engines.common import PlanError
 
 HISTORY = 10
 PROGRESS_REQUEUE = 5.0
@@ -189,8 +189,7 @@ class Ctx:
         return parse_time(rec.started if rec else None) or self.now
 
     def route(self, t: traffic.Traffic) -> None:
-        objs = traffic.objects(self.owner.ref(), self.spec, t,
-                               split_applied=self.observed.config_maps.get(split_config_map(self.owner.name)))
+        objs = traffic.objects(self.owner.ref(), self.spec, t, split_applied=self.observed.split_applied)
         if t.canary and self.golden_prompts and t.canary not in {o["metadata"]["name"] for o in objs}:
             objs.append(traffic.service(self.owner.ref(), t.canary, t.canary))  # the gate calls the revision
         self.out.apply.extend(objs)

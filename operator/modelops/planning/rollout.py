@@ -443,8 +443,8 @@ def _promote_when_ready(ctx: Ctx, why: str, weight: int, blue_green: bool = Fals
         ctx.deployment(ctx.target, ctx.replicas)
         ctx.deployment(ctx.stable, max(ctx.replicas, ctx.state(ctx.stable).replicas))  # type: ignore[arg-type]
         ctx.route(traffic.Traffic(stable=ctx.stable, preview=ctx.target))
-    elif ctx.spec.rollout.ab_test is not None and ctx.spec.rollout.strategy == "ABTest":
-        _desire_ab(ctx, ctx.replicas, weight, active=ctx.state(ctx.target).ready > 0)  # the same users keep their variant while it scales up
+    elif ctx.spec.rollout.strategy == "ABTest":  # the same users keep their variant while it scales up
+        _desire_ab(ctx, ctx.replicas, weight, active=ctx.state(ctx.target).ready > 0)
     else:
         _desire_split(ctx, ctx.replicas, weight)
     if _pods_ready(ctx, ctx.replicas):

@@ -119,19 +119,16 @@ def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic,
     split ConfigMap as recorded on the main Service (the operator cannot read ConfigMaps)."""
     name = owner["name"]
     out: list[dict[str, Any]] = []
-    split = None
-    if t.ab and t.stable and t.canary and (t.ab.percent or t.matches):
-        split = split_config(owner, t)
-    elif split_applied is not None:
-        split = split_config(owner, None)  # end the test: the gateways see an empty split
-    split_hash = split["metadata"]["annotations"][ANNOTATION_APPLIED] if split else None
-    if split is not None and (t.ab or split_hash != split_applied):
+    testing = bool(t.ab and t.stable and t.canary and (t.ab.percent or t.matches))
+    # While a test runs: its split; after one: an empty split (the gateways see no split).
+    split_map = split_config(owner, t if testing else None) if testing or split_applied is not None else None
+    split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED] if split_map else None
+    if split_map is not None and (testing or split_hash != split_applied):
         # Before the main Service, which records that it was applied. While a test runs it is
         # applied on every pass (a no-op for the API server when unchanged): the operator cannot
         # read ConfigMaps, so this is how a split deleted or edited by hand comes back.
-        out.append(split)
-    main = service(owner, name, None if t.split else t.stable or t.canary, split_hash)
-    out.append(main)
+        out.append(split_map)
+    out.append(service(owner, name, None if t.split else t.stable or t.canary, split_hash))
     if t.preview:
         out.append(service(owner, name + PREVIEW_SUFFIX, t.preview))
     if spec.traffic.router == "gateway-api" or t.ab:

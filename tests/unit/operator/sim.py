@@ -64,8 +64,8 @@ class Sim:
                                       s["metadata"]["annotations"]["modelops.dev/applied-hash"])
                       for n, s in self.services.items()},
             routes={n: r["metadata"]["annotations"]["modelops.dev/applied-hash"] for n, r in self.routes.items()},
-            config_maps={"chat-split": a["modelops.dev/split-applied"]} if "modelops.dev/split-applied" in (
-                a := self.services.get("chat", {}).get("metadata", {}).get("annotations", {})) else {})
+            split_applied=self.services.get("chat", {}).get("metadata", {}).get("annotations", {}).get(
+                "modelops.dev/split-applied"))
         plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden, metadata)
         if crash:
             for key in plan.clear_annotations:
