@@ -1,12 +1,18 @@
 """Operator configuration, from environment variables (prefix ``MODELOPS_``) with defaults.
 
+The one place the operator reads settings: ``python -m modelops`` creates an
+``OperatorConfig`` once at start-up (command-line options override the environment),
+puts it in kopf's memo, and the adapters get their settings from it as arguments.
+
 Complex values (maps) are JSON, as pydantic-settings reads them, e.g.
 ``MODELOPS_GPU_TYPES='{"nvidia-l4": [{"cloud.google.com/gke-accelerator": "nvidia-l4"}]}'``.
+The GCS settings also answer to the Google client's own names (``STORAGE_EMULATOR_HOST``,
+``GOOGLE_CLOUD_PROJECT``), and the peer identity to ``POD_ID`` (the chart sets it to the pod's name).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INFERENCE_IMAGE = "ghcr.io/modelops-dev/modelops-inference:0.1.0"
@@ -27,7 +33,7 @@ DEFAULT_GPU_TYPES: dict[str, list[dict[str, str]]] = {
 
 
 class OperatorConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MODELOPS_", extra="ignore", populate_by_name=True)
 
     vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Default vLLM image.")
     ollama_image: str = Field(default="ollama/ollama:0.12.6", description="Default Ollama image.")
@@ -40,3 +46,25 @@ class OperatorConfig(BaseSettings):
     revision_history: int = Field(default=3, ge=0, description="Old revisions kept (scaled to zero).")
     metrics_port: int = Field(default=8080, description="Port of /metrics and /healthz.")
     field_manager: str = Field(default="modelops", description="Server-side apply field manager.")
+    prometheus_token: SecretStr | None = Field(default=None,
+                                               description="Bearer token for the analysis provider (Prometheus).")
+    metadata_poll_seconds: float = Field(default=60.0, ge=0,
+                                         description="How long a metadata prefix's resolution on GCS is cached.")
+    storage_emulator_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("MODELOPS_STORAGE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"),
+        description="A GCS emulator's address (anonymous credentials); unset: GCS with Application Default "
+                    "Credentials.")
+    google_cloud_project: str | None = Field(
+        default=None, validation_alias=AliasChoices("MODELOPS_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT"),
+        description="Project of the GCS client; unset: the client's own discovery ('test' with an emulator).")
+    # Several replicas (``--peering``): kopf peering decides which one works.
+    peering: str | None = Field(default=None, description="kopf peering name (--peering); unset: standalone.")
+    peer_priority: int | None = Field(default=None, description="kopf peering priority (--priority); unset: "
+                                                                "random per process with peering, else 0.")
+    peer_id: str = Field(default="", validation_alias=AliasChoices("MODELOPS_PEER_ID", "POD_ID"),
+                         description="This replica's identity in peering; unset: <hostname>-<pid>.")
+
+    @property
+    def peering_namespace(self) -> str | None:
+        """Where the namespaced peering object lives: the first watched namespace (None: cluster-wide)."""
+        return self.namespaces[0] if self.namespaces else None

@@ -1,7 +1,10 @@
-"""``python -m modelops run`` as a real process, for e2e tests, chart tests and benchmarks.
+"""The operator as a real process, for e2e tests, chart tests and benchmarks.
 
 The operator runs out of cluster (kwok pods run no containers), with free loopback ports
-for its metrics and liveness endpoints and a short resync, so tests are quick.
+for its metrics and liveness endpoints and a short resync, so tests are quick. It starts
+through the test entry point ``python -m tests.support.operator_main``: ``python -m modelops``
+with the same arguments, which reaches a revision where ``revision_urls`` says (the e2e
+harness writes that file), not at its Service.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ RESYNC_SECONDS = 2
 
 
 class OperatorProcess:
-    """``python -m modelops run`` in a subprocess, with its metrics and liveness ports."""
+    """The operator (``run`` and ``command()``'s arguments) in a subprocess, with its metrics and liveness ports."""
+
+    ENTRY_POINT = "tests.support.operator_main"
 
     def __init__(self, kubeconfig: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
@@ -31,7 +36,8 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        # The documented test seam: where the operator reaches a revision (the stand-ins' gateways).
+        # Where the operator reaches a revision (the stand-ins' gateways): {revision: base URL}, written by
+        # the e2e harness, read by the test entry point's resolver (tests/support/operator_main.py).
         self.revision_urls = log.parent / "revision-urls.json"
 
     def command(self) -> list[str]:
@@ -39,12 +45,12 @@ class OperatorProcess:
 
     def environment(self) -> dict[str, str]:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS),
-                    MODELOPS_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1",
-                    MODELOPS_REVISION_URLS=str(self.revision_urls), **self.extra_env)
+                    MODELOPS_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1", **self.extra_env)
 
     def start(self) -> "OperatorProcess":
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "modelops", *self.command()],
+            self.proc = subprocess.Popen([sys.executable, "-m", self.ENTRY_POINT, "--revision-urls",
+                                          str(self.revision_urls), *self.command()],
                                          env=self.environment(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.starts += 1
         wait_for(self._live, timeout=30, what=f"the operator's liveness endpoint (log: {self.log_path})")

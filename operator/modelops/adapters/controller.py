@@ -15,8 +15,7 @@ from modelops.domain.spec import GROUP, PLURAL, VERSION, ModelDeploymentSpec, Mo
 from modelops.planning import reconcile
 from modelops.planning.analysis import golden_due, measurement_due
 
-from . import golden
-
+from .golden import Golden
 from .kube import ExecutionResult, Kube
 from .prometheus import Prometheus
 from .registry import Registry
@@ -32,7 +31,8 @@ class Outcome:
 
 
 def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str,
-                   prometheus: Prometheus | None = None, registry: Registry | None = None) -> Outcome:
+                   prometheus: Prometheus | None = None, registry: Registry | None = None,
+                   golden: Golden | None = None) -> Outcome:
     started = time.monotonic()
     try:
         body = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -51,7 +51,7 @@ def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str
         observed = kube.observe(namespace, name)
         now = dt.datetime.now(dt.timezone.utc)
         measurements = _measure(owner, prometheus, now) if prometheus else None
-        answers = _ask_golden(owner, observed, now)
+        answers = _ask_golden(owner, observed, now, golden or Golden())
         metadata = _resolve_metadata(owner, registry) if registry else None
         plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata)
         result = kube.execute(owner, plan, observed)
@@ -96,7 +96,7 @@ def _measure(owner: reconcile.Owner, prometheus: Prometheus, now: dt.datetime): 
     return out
 
 
-def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime):  # type: ignore[no-untyped-def]
+def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime, golden: Golden):  # type: ignore[no-untyped-def]
     """Send the golden prompts when the gate is due (once per rollout)."""
     try:
         spec = ModelDeploymentSpec.model_validate(owner.spec)

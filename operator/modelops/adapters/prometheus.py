@@ -8,7 +8,6 @@ consecutiveErrorLimit), with the reason in words.
 from __future__ import annotations
 
 import math
-import os
 
 import httpx
 
@@ -25,9 +24,8 @@ class ProviderError(Exception):
 class Prometheus:
     def __init__(self, client: httpx.Client | None = None, bearer_token: str | None = None) -> None:
         headers = {}
-        token = bearer_token or os.environ.get("MODELOPS_PROMETHEUS_TOKEN")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if bearer_token:  # OperatorConfig.prometheus_token
+            headers["Authorization"] = f"Bearer {bearer_token}"
         self.client = client or httpx.Client(timeout=TIMEOUT, headers=headers)
 
     def close(self) -> None:

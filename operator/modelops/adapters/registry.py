@@ -2,15 +2,14 @@
 
 The model-selection pipeline writes ``gs://bucket/models/{timestamp}_{commit}/best_model_metadata.json``;
 folder names sort by time, so the newest is the last one that holds the file. Lookups go
-through google-cloud-storage (``STORAGE_EMULATOR_HOST`` for the emulator) and are cached per
-prefix for ``MODELOPS_METADATA_POLL_SECONDS`` (default 60): a new generation is noticed within
-that time and rolled out like a spec change.
+through google-cloud-storage (to an emulator, with anonymous credentials, when given its
+address) and are cached per prefix for ``poll_seconds``: a new generation is noticed within
+that time and rolled out like a spec change. The settings come from ``OperatorConfig``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -27,9 +26,11 @@ class RegistryError(Exception):
 
 
 class Registry:
-    def __init__(self, poll_seconds: float | None = None, client: Any = None) -> None:
-        self.poll_seconds = poll_seconds if poll_seconds is not None else \
-            float(os.environ.get("MODELOPS_METADATA_POLL_SECONDS", "60"))
+    def __init__(self, poll_seconds: float = 60.0, client: Any = None, emulator_host: str | None = None,
+                 project: str | None = None) -> None:
+        self.poll_seconds = poll_seconds
+        self.emulator_host = emulator_host
+        self.project = project
         self._client = client
         self._cache: dict[str, tuple[float, ResolvedMetadata | None]] = {}
         self._lock = threading.Lock()
@@ -38,13 +39,15 @@ class Registry:
         if self._client is None:
             from google.cloud import storage
 
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
+            if self.emulator_host:
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "test"),
-                                              credentials=AnonymousCredentials())
+                endpoint = self.emulator_host if "://" in self.emulator_host else f"http://{self.emulator_host}"
+                self._client = storage.Client(project=self.project or "test", credentials=AnonymousCredentials(),
+                                              client_options={"api_endpoint": endpoint})
             else:
-                self._client = storage.Client()
+                # project=None would mean "no project" to the client; unset, it discovers the project itself
+                self._client = storage.Client(**({"project": self.project} if self.project else {}))
         return self._client
 
     def newest(self, prefix_uri: str) -> ResolvedMetadata | None:

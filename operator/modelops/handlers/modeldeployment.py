@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -16,6 +15,7 @@ from modelops import metrics
 from modelops.adapters.controller import Outcome, reconcile_once
 from modelops.adapters.kube import Kube
 from modelops.adapters import peering
+from modelops.adapters.golden import Golden
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
@@ -35,25 +35,30 @@ def _api_client() -> client.ApiClient:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    cfg = OperatorConfig()
+    """Settings and clients into the memo. ``python -m modelops`` puts the config (and, in tests, where
+    revisions answer) into the memo it starts kopf with; under ``kopf run`` the config is read here."""
+    cfg: OperatorConfig = memo.get("config") or OperatorConfig()
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     memo.config = cfg
     memo.kube = Kube(_api_client(), field_manager=cfg.field_manager)
-    memo.prometheus = Prometheus()
-    memo.registry = Registry()
+    token = cfg.prometheus_token.get_secret_value() if cfg.prometheus_token else None
+    memo.prometheus = Prometheus(bearer_token=token)
+    memo.registry = Registry(poll_seconds=cfg.metadata_poll_seconds, emulator_host=cfg.storage_emulator_host,
+                             project=cfg.google_cloud_project)
+    memo.golden = Golden(revision_url=memo.get("revision_url"))
 
     async def run(namespace: str, name: str) -> Outcome:
         return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name, memo.prometheus,
-                                       memo.registry)
+                                       memo.registry, memo.golden)
 
     memo.workers = Workers(run)
     memo.leadership = None
-    if os.environ.get("MODELOPS_PEERING"):
+    if cfg.peering:
         memo.workers.set_active(False)
-        memo.leadership = asyncio.create_task(_follow_peering(memo, logger))
+        memo.leadership = asyncio.create_task(_follow_peering(memo, cfg, logger))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
     logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
@@ -66,10 +71,13 @@ PEERING_POLL = 2.0  # seconds between two reads of the peering object
 PEERING_SETTLE = 2 * PEERING_POLL + 1.0
 
 
-async def _follow_peering(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Work only while kopf peering makes this replica the active one (highest live priority)."""
-    name, ns = os.environ["MODELOPS_PEERING"], os.environ.get("MODELOPS_PEERING_NAMESPACE") or None
-    me, priority = os.environ["MODELOPS_PEER_ID"], int(os.environ["MODELOPS_PEER_PRIORITY"])
+async def _follow_peering(memo: kopf.Memo, cfg: OperatorConfig, logger: logging.Logger) -> None:
+    """Work only while kopf peering makes this replica the active one (highest live priority).
+
+    ``cfg`` carries the same peering name, identity and priority that kopf was started with."""
+    assert cfg.peering
+    name, ns = cfg.peering, cfg.peering_namespace
+    me, priority = cfg.peer_id, cfg.peer_priority or 0
     active = False
     top_since: float | None = None
     loop = asyncio.get_running_loop()

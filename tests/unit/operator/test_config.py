@@ -1,0 +1,180 @@
+"""OperatorConfig is where settings are read: the environment (MODELOPS_*, and the Google client's own
+names), the command line over it, and the adapters get their settings from it as arguments."""
+
+from __future__ import annotations
+
+import argparse
+import doctest
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelops.__main__ import operator_config, parser
+from modelops.adapters import golden as golden_adapter
+from modelops.adapters.golden import Golden, service_url
+from modelops.adapters.prometheus import Prometheus
+from modelops.adapters.registry import Registry
+from modelops.config import OperatorConfig
+from modelops.planning.analysis import GoldenRequest
+from tests.support.operator_main import revision_urls_from
+
+SETTINGS = ["MODELOPS_PROMETHEUS_TOKEN", "MODELOPS_METADATA_POLL_SECONDS", "MODELOPS_STORAGE_EMULATOR_HOST",
+            "STORAGE_EMULATOR_HOST", "MODELOPS_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT", "MODELOPS_PEERING",
+            "MODELOPS_PEER_PRIORITY", "MODELOPS_PEER_ID", "POD_ID", "MODELOPS_NAMESPACES"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_args(*argv: str) -> argparse.Namespace:
+    """``python -m modelops run`` with these arguments, parsed (nothing starts)."""
+    return parser().parse_args(["run", *argv])
+
+
+def test_defaults() -> None:
+    cfg = OperatorConfig()
+    assert cfg.prometheus_token is None and cfg.metadata_poll_seconds == 60
+    assert cfg.storage_emulator_host is None and cfg.google_cloud_project is None
+    assert cfg.peering is None and cfg.peer_priority is None and cfg.peer_id == ""
+    assert cfg.peering_namespace is None
+
+
+def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELOPS_PROMETHEUS_TOKEN", "s3cret")
+    monkeypatch.setenv("MODELOPS_METADATA_POLL_SECONDS", "1")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    monkeypatch.setenv("MODELOPS_PEERING", "modelops")
+    monkeypatch.setenv("MODELOPS_PEER_PRIORITY", "7")
+    monkeypatch.setenv("POD_ID", "modelops-6f7d-abcde")
+    monkeypatch.setenv("MODELOPS_NAMESPACES", '["ml", "demo"]')
+    cfg = OperatorConfig()
+    assert cfg.prometheus_token is not None and cfg.prometheus_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
+    assert cfg.metadata_poll_seconds == 1.0
+    assert (cfg.storage_emulator_host, cfg.google_cloud_project) == ("http://127.0.0.1:4443", "test")
+    assert (cfg.peering, cfg.peer_priority, cfg.peer_id) == ("modelops", 7, "modelops-6f7d-abcde")
+    assert cfg.peering_namespace == "ml"
+
+
+def test_the_prefixed_names_win_over_the_google_clients_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    monkeypatch.setenv("MODELOPS_STORAGE_EMULATOR_HOST", "http://127.0.0.1:2")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "theirs")
+    monkeypatch.setenv("MODELOPS_GOOGLE_CLOUD_PROJECT", "ours")
+    monkeypatch.setenv("POD_ID", "pod")
+    monkeypatch.setenv("MODELOPS_PEER_ID", "peer")
+    cfg = OperatorConfig()
+    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.peer_id) == ("http://127.0.0.1:2", "ours", "peer")
+
+
+def test_fields_can_be_given_by_name() -> None:
+    cfg = OperatorConfig(storage_emulator_host="http://h:1", google_cloud_project="p", peer_id="me")
+    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.peer_id) == ("http://h:1", "p", "me")
+
+
+def test_the_command_line_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELOPS_NAMESPACES", '["demo"]')
+    monkeypatch.setenv("MODELOPS_PEER_PRIORITY", "7")
+    monkeypatch.setenv("POD_ID", "modelops-0")
+    cfg = operator_config(run_args("-n", "ml", "--peering", "modelops", "--priority", "3"))
+    assert (cfg.namespaces, cfg.peering, cfg.peer_priority, cfg.peer_id) == (["ml"], "modelops", 3, "modelops-0")
+    assert cfg.peering_namespace == "ml"
+    cfg = operator_config(run_args())
+    assert (cfg.namespaces, cfg.peering, cfg.peer_priority) == (["demo"], None, 7)
+
+
+def test_peering_resolves_identity_and_a_random_priority_once() -> None:
+    standalone = operator_config(run_args())
+    assert standalone.peering is None and standalone.peer_priority == 0 and standalone.peer_id
+    a, b = operator_config(run_args("--peering", "modelops")), operator_config(run_args("--peering", "modelops"))
+    assert a.peer_priority and b.peer_priority and a.peer_priority != b.peer_priority
+    assert a.peer_id and a.peer_id == b.peer_id  # <hostname>-<pid>: the same process here
+
+
+def test_prometheus_sends_the_token_it_is_given() -> None:
+    with_token, without = Prometheus(bearer_token="s3cret"), Prometheus()
+    try:
+        assert with_token.client.headers["Authorization"] == "Bearer s3cret"
+        assert "Authorization" not in without.client.headers
+    finally:
+        with_token.close()
+        without.close()
+
+
+def test_the_registry_reaches_the_emulator_it_is_given() -> None:
+    """Whichever variable named it: the client goes to the configured address (no request is made here)."""
+    registry = Registry(poll_seconds=1, emulator_host="127.0.0.1:4443", project="test")
+    client = registry.client()
+    assert client.api_endpoint == "http://127.0.0.1:4443" and client.project == "test"
+    assert registry.poll_seconds == 1
+
+
+def request(revision: str = "chat-5b6a21") -> GoldenRequest:
+    return GoldenRequest(revision, revision, "ml", "gemma", ["Reply with the word ok."])
+
+
+def chat(seen: list[str]) -> httpx.Client:
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(str(req.url))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def test_golden_prompts_go_to_the_revisions_service_by_default() -> None:
+    seen: list[str] = []
+    [answer] = Golden().ask(request(), client=chat(seen))
+    assert seen == ["http://chat-5b6a21.ml.svc/v1/chat/completions"]  # :80 is http's default
+    assert answer.status == 200 and answer.text == "ok"
+    assert doctest.testmod(golden_adapter).failed == 0
+
+
+def test_golden_prompts_go_where_the_injected_resolver_says() -> None:
+    seen: list[str] = []
+    Golden(revision_url=lambda r: f"http://127.0.0.1:9/{r.revision}/").ask(request(), client=chat(seen))
+    assert seen == ["http://127.0.0.1:9/chat-5b6a21/v1/chat/completions"]
+
+
+def test_the_test_entry_points_resolver_reads_the_harness_file_at_each_call(tmp_path: Path) -> None:
+    urls = tmp_path / "revision-urls.json"
+    resolve = revision_urls_from(urls)
+    assert resolve(request()) == service_url(request())  # no file yet
+    urls.write_text(json.dumps({"chat-5b6a21": "http://127.0.0.1:40001/"}))
+    assert resolve(request()) == "http://127.0.0.1:40001"
+    assert resolve(request("chat-other")) == "http://chat-other.ml.svc:80"
+
+
+def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``python -m modelops`` puts in kopf's memo is what the adapters are built from."""
+    import asyncio
+    import logging
+
+    import kopf
+    from kubernetes import client
+
+    from modelops.handlers import modeldeployment
+
+    monkeypatch.setattr(modeldeployment, "_api_client", client.ApiClient)  # no cluster needed to build it
+    cfg = OperatorConfig(metrics_port=0, prometheus_token="s3cret", metadata_poll_seconds=2,
+                         storage_emulator_host="http://127.0.0.1:4443", google_cloud_project="test")
+    resolver = revision_urls_from(Path("/nonexistent/revision-urls.json"))
+
+    async def start_and_stop(memo: kopf.Memo) -> kopf.Memo:
+        await modeldeployment.startup(settings=kopf.OperatorSettings(), memo=memo, logger=logging.getLogger("t"))
+        await modeldeployment.cleanup(memo=memo)
+        return memo
+
+    memo = asyncio.run(start_and_stop(kopf.Memo(config=cfg, revision_url=resolver)))
+    assert memo.config is cfg and memo.leadership is None
+    assert memo.golden.revision_url is resolver
+    assert memo.prometheus.client.headers["Authorization"] == "Bearer s3cret"
+    assert (memo.registry.poll_seconds, memo.registry.emulator_host, memo.registry.project) == \
+        (2, "http://127.0.0.1:4443", "test")
+    production = asyncio.run(start_and_stop(kopf.Memo(config=cfg)))
+    assert production.golden.revision_url is service_url
