@@ -2,8 +2,9 @@
 
 How a copy stays honest:
 - every file is downloaded in slices (ranged reads of one pinned object generation)
-  into ``<dest>/.modelops-tmp/<file>.part``; the slices done so far are recorded next
-  to it, so an interrupted copy resumes where it stopped, even inside a large file;
+  into ``<dest>/.modelops-tmp/<digest of its path>.part`` (``part_name``); the slices
+  done so far are recorded next to it, so an interrupted copy resumes where it stopped,
+  even inside a large file;
 - a finished part is verified against the object's CRC32C (or MD5) and only then
   renamed to its final name; a mismatch discards it and fetches it again;
 - files already in place with the right size and checksum are not downloaded again;
@@ -13,6 +14,7 @@ How a copy stays honest:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -109,6 +111,20 @@ def safe_rel(name: str, prefix: str) -> str:
     return rel
 
 
+def part_name(rel: str) -> str:
+    """The staging file of the object at REL: a digest of the path, one flat directory.
+
+    A digest, not the path with its slashes replaced: "a/b" and "a__b" must not share a
+    file, and a deep path must not make a name longer than the file system allows. It is
+    the same on every run, so an interrupted copy finds its parts again; the state file
+    beside each part records which object it holds.
+
+    >>> part_name("a/b") != part_name("a__b"), len(part_name("/".join(["d" * 200] * 9)))
+    (True, 69)
+    """
+    return hashlib.sha256(rel.encode()).hexdigest() + ".part"
+
+
 def classify(exc: BaseException, what: str) -> InitError:
     """Map a google-cloud-storage / network exception to our error kinds."""
     from google.api_core import exceptions as gexc
@@ -187,10 +203,11 @@ class _SliceWriter:
 
 
 class _PartState:
-    """Which slices of a part file are done; persisted beside it for resumption."""
+    """Which slices of a part file are done; persisted beside it (``<part>.json``) for resumption."""
 
-    def __init__(self, path: Path, remote: RemoteFile, slice_size: int) -> None:
-        self.path = path
+    def __init__(self, part: Path, remote: RemoteFile, slice_size: int) -> None:
+        self.part = part
+        self.path = part.with_name(part.name + ".json")
         self.remote = remote
         self.slice_size = slice_size
         self.slices = max(1, -(-remote.size // slice_size))
@@ -419,8 +436,8 @@ class Copier:
                         pending.add(pool.submit(self._slice, f, state, index))
 
             for f in files:
-                part = tmp / (f.rel.replace("/", "__") + ".part")
-                state = _PartState(part.with_name(part.name + ".json"), f, self.opt.slice_size)
+                part = tmp / part_name(f.rel)
+                state = _PartState(part, f, self.opt.slice_size)
                 states[f.rel] = state
                 try:
                     resumed = state.load() and part.exists() and part.stat().st_size == f.size
@@ -460,7 +477,7 @@ class Copier:
     def _slice(self, f: RemoteFile, state: _PartState, index: int) -> RemoteFile | None:
         start = index * state.slice_size
         end = min(f.size, start + state.slice_size) - 1  # inclusive
-        part = state.path.with_name(state.path.name[:-len(".json")])
+        part = state.part
 
         def fetch() -> None:
             if f.size == 0:
@@ -484,7 +501,7 @@ class Copier:
         return None
 
     def _finish(self, f: RemoteFile, state: _PartState) -> RemoteFile | None:
-        part = state.path.with_name(state.path.name[:-len(".json")])
+        part = state.part
         if not matches(part, f.size, f.crc32c, f.md5):
             log.warning("%s: checksum mismatch, discarding the download and fetching it again", f.rel)
             part.unlink(missing_ok=True)

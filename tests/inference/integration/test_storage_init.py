@@ -112,38 +112,62 @@ def test_one_object_can_be_copied_on_its_own(fake_gcs: FakeGCS, bucket: Any, tmp
     assert (tmp_path / "smollm2.Q4_1.gguf").stat().st_size == MiB
 
 
+def part_state(dest: Path, name: str) -> dict[str, Any] | None:
+    """The resumption record of the object NAME in DEST's staging directory (each records its object)."""
+    for path in (dest / TMP_DIR).glob("*.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if doc.get("name") == name:
+            return doc
+    return None
+
+
+def test_objects_whose_names_would_flatten_alike_are_both_copied(fake_gcs: FakeGCS, bucket: Any,
+                                                                 tmp_path: Path) -> None:
+    # "a/b" and "a__b" (and a deep path longer than a file name may be) under one prefix.
+    deep = "/".join(["d" * 60] * 6) + "/weights.bin"
+    files = {"m/a/b": os.urandom(3 * MiB + 1), "m/a__b": os.urandom(2 * MiB + 7), f"m/{deep}": os.urandom(10)}
+    upload(bucket, files)
+    code, summary, log = run_init(fake_gcs.url, f"gs://{bucket.name}/m/", tmp_path, "--slice-mib", "1")
+    assert code == EXIT_OK, log
+    assert verified(tmp_path, bucket, "m/") == {"a/b": True, "a__b": True, deep: True}
+    assert summary["downloaded_files"] == 3 and (tmp_path / MARKER).exists() and not (tmp_path / TMP_DIR).exists()
+
+
 def test_interrupted_then_restarted_resumes_without_refetching(fake_gcs: FakeGCS, bucket: Any,
                                                                tmp_path: Path) -> None:
     files = {f"m/a-{i}.bin": os.urandom(2 * MiB) for i in range(4)}
-    files["m/z-big.safetensors"] = os.urandom(16 * MiB)  # 8 slices of 2 MiB, fetched after the small files
+    files["m/z/big.safetensors"] = os.urandom(16 * MiB)  # 8 slices of 2 MiB, fetched after the small files
+    files["m/z__big.safetensors"] = os.urandom(MiB)  # a name that once shared the big file's part file
     upload(bucket, files)
     dest = tmp_path / "m"
     env = dict(os.environ, STORAGE_EMULATOR_HOST=fake_gcs.url)
-    # Throttled so that it can be caught half-way: ~3 s for 24 MiB.
+    # Throttled so that it can be caught half-way: ~3 s for 25 MiB.
     proc = subprocess.Popen(init_cmd(f"gs://{bucket.name}/m/", dest, "--max-mbps", "8", "--workers", "2",
                                      "--slice-mib", "2"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state = dest / TMP_DIR / "z-big.safetensors.part.json"
 
     def big_file_half_done() -> bool:
-        try:
-            return 2 <= len(json.loads(state.read_text())["done"]) < 7
-        except (FileNotFoundError, ValueError, KeyError):
-            return False
+        state = part_state(dest, "m/z/big.safetensors")
+        return state is not None and 2 <= len(state["done"]) < 7
 
     try:
         wait_for(big_file_half_done, timeout=30, what="the large file to be partly downloaded", interval=0.02)
     finally:
         proc.send_signal(signal.SIGKILL)  # a node dying, not a polite stop
-        proc.communicate(timeout=10)
-    assert not (dest / MARKER).exists()  # a partial copy is never presented as complete
-    assert not (dest / "z-big.safetensors").exists()
-    done_slices = len(json.loads(state.read_text())["done"])
+        out, err = proc.communicate(timeout=10)
+    assert not (dest / MARKER).exists(), err  # a partial copy is never presented as complete
+    assert not (dest / "z" / "big.safetensors").exists()
+    state = part_state(dest, "m/z/big.safetensors")
+    assert state is not None
+    done_slices = len(state["done"])
     before = {n: (dest / n[2:]).stat() for n in files if n.startswith("m/a-")}
 
     code, summary, log = run_init(fake_gcs.url, f"gs://{bucket.name}/m/", dest, "--slice-mib", "2")
     assert code == EXIT_OK, log
     assert summary["skipped_files"] == 4 and summary["resumed_files"] == 1
-    assert summary["bytes_downloaded"] == 16 * MiB - done_slices * 2 * MiB
+    assert summary["bytes_downloaded"] == 16 * MiB - done_slices * 2 * MiB + MiB  # the rest, and z__big
     for n, st in before.items():  # the finished files were left alone, not fetched again
         after = (dest / n[2:]).stat()
         assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
