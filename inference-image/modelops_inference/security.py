@@ -2,8 +2,8 @@
 
 The token comes from a mounted Secret file (``MODELOPS_AUTH_TOKEN_FILE``) and is
 re-read when the file changes, so a rotated Secret needs no restart. The rate limit
-is a token bucket per client (the bearer token when there is one, else the first
-``X-Forwarded-For`` hop, else the peer address), kept for a bounded number of clients.
+is a token bucket per client address (``client_address``: the TCP peer, or the address
+a trusted proxy saw), kept for a bounded number of clients.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+Network = IPv4Network | IPv6Network
 
 
 class TokenFile:
@@ -88,15 +91,51 @@ class RateLimiter:
         return max(0.0, (1.0 - tokens) / self.rate) if tokens < 1.0 else 0.0
 
 
-def client_key(authorization: str | None, forwarded_for: str | None, peer: str | None) -> str:
-    """
-    >>> client_key("Bearer abc", "1.2.3.4", "10.0.0.1")[:4], client_key(None, "1.2.3.4, 10.0.0.9", "x")
-    ('tok:', 'ip:1.2.3.4')
-    """
-    if authorization:
-        import hashlib
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The address the rate limit counts a request against.
 
-        return "tok:" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
-    if forwarded_for:
-        return "ip:" + forwarded_for.split(",")[0].strip()
-    return "ip:" + (peer or "unknown")
+    Only the TCP peer is known for sure; ``X-Forwarded-For`` is whatever the sender wrote.
+    So it is read only when the peer is one of the ``trusted`` proxies, and from the right:
+    each trusted proxy appends the address it saw, so the rightmost hop that is not itself
+    a trusted proxy is the client, and anything left of it may be made up (the algorithm of
+    nginx's ``real_ip_recursive`` and Envoy's ``xff_num_trusted_hops``).
+
+    No request header other than X-Forwarded-For is consulted, and in particular not
+    ``Authorization``: unvalidated, it is a new bucket per made-up value; validated, it is
+    the gateway's one shared token (``TokenFile``), which names no client and would put all
+    of them in one bucket. The address is what tells clients apart either way.
+
+    >>> proxies = [IPv4Network("10.0.0.0/8")]
+    >>> client_address("192.0.2.1", "203.0.113.7", proxies)  # not a trusted proxy: its claim is ignored
+    '192.0.2.1'
+    >>> client_address("10.0.0.9", "198.51.100.66, 203.0.113.7, 10.1.1.1", proxies)
+    '203.0.113.7'
+    """
+    if peer is None:
+        return "unknown"  # e.g. a Unix socket: one bucket for all such callers
+    address = _parse(peer)
+    if address is None:
+        return peer
+    if not forwarded_for or not _within(address, trusted):
+        return str(address)
+    for hop in reversed(forwarded_for.split(",")):
+        hop_address = _parse(hop.strip())
+        if hop_address is None:
+            break  # not an address, so no trusted proxy wrote it: keep the last one that one did
+        address = hop_address
+        if not _within(address, trusted):
+            break
+    return str(address)
+
+
+def _parse(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the proxies are written as IPv4.
+    return (address.ipv4_mapped or address) if isinstance(address, IPv6Address) else address
+
+
+def _within(address: IPv4Address | IPv6Address, networks: Sequence[Network]) -> bool:
+    return any(address in net for net in networks)

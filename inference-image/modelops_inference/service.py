@@ -27,7 +27,7 @@ from .metrics import GatewayMetrics
 from .protocol import PredictRequest, PredictResponse, RequestError, parse_json_object, validate
 from .proxy import Head, RetryPolicy, Upstream, UpstreamFailure, read_all, upstream_stream
 from .relay import CLIENT_CLOSED, RelayResponse, failure_type
-from .security import RateLimiter, TokenFile, client_key
+from .security import RateLimiter, TokenFile, client_address
 from .settings import GatewaySettings
 from .split import FORWARDED_HEADER, Split, SplitFile
 
@@ -64,14 +64,22 @@ class GatewayService:
         self.revision_header = [(b"x-modelops-revision", s.revision.encode("latin-1", "replace"))]
 
     # --- admission ------------------------------------------------------------------
-    def admit(self, request: Request) -> None:
-        auth = request.headers.get("authorization")
-        if self.token is not None and not self.token.allows(auth):
+    def authorize(self, request: Request) -> None:
+        """With auth on, every route but the probes and /metrics needs the token."""
+        if self.token is not None and not self.token.allows(request.headers.get("authorization")):
             raise RequestError(401, "missing or invalid bearer token", code="invalid_api_key",
                                headers={"www-authenticate": "Bearer"})
+
+    def admit(self, request: Request) -> None:
+        """An inference request: the token, then the client's rate limit.
+
+        The token first, so that requests without it (answered at once, without the engine)
+        spend no budget of whoever shares their address.
+        """
+        self.authorize(request)
         if self.limiter is not None:
-            key = client_key(auth, request.headers.get("x-forwarded-for"),
-                             request.client.host if request.client else None)
+            key = client_address(request.client.host if request.client else None, forwarded_for(request),
+                                 self.settings.trusted_proxies)
             if not self.limiter.allow(key):
                 self.metrics.limited()
                 wait = max(1, round(self.limiter.retry_after(key) + 0.5))
@@ -121,8 +129,8 @@ class GatewayService:
         headers = {FORWARDED_HEADER: "challenger"}
         if (auth := request.headers.get("authorization")) is not None:
             headers["authorization"] = auth  # the challenger checks the same token, if any
-        if request.client:  # the challenger's rate limit then sees the client, not this pod
-            xff = request.headers.get("x-forwarded-for")
+        if request.client:  # the challenger's rate limit then sees the client (if it trusts this pod)
+            xff = forwarded_for(request)
             headers["x-forwarded-for"] = f"{xff}, {request.client.host}" if xff else request.client.host
         # Without `model`: the client named the stable revision's model (checked above), and the
         # challenger may serve another name (an A/B test of two models); it answers with its own.
@@ -167,13 +175,21 @@ class GatewayService:
 
     # --- models, readiness, reload ------------------------------------------------------
     def models_list(self) -> dict[str, Any]:
+        """What a client may know: the name to send, and which revision and config version answer.
+
+        The serving config's source, hyperparameters and last error are for operators
+        (``serving_config``, behind the token like /reload).
+        """
         s = self.settings
         return {"object": "list", "data": [{
             "id": s.model, "object": "model", "created": self.created, "owned_by": "modelops",
             "root": s.upstream_model,
             "modelops": {"engine": s.engine, "revision": s.revision, "ready": self.monitor.ready,
-                         "metadata": self.config.describe()},
+                         "version": self.config.config.version},
         }]}
+
+    def serving_config(self) -> dict[str, Any]:
+        return self.config.describe()
 
     def readiness(self) -> tuple[dict[str, Any], bool]:
         state = self.monitor.state
@@ -289,6 +305,11 @@ class GatewayService:
             return error_response(err, self.settings.revision), None, 502
         usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
         return text or "", usage, 200
+
+
+def forwarded_for(request: Request) -> str | None:
+    """Every X-Forwarded-For header, in order, as one list (as RFC 9110 says several of a field combine)."""
+    return ", ".join(request.headers.getlist("x-forwarded-for")) or None
 
 
 class DeferredResponse(Response):

@@ -7,11 +7,12 @@ the rest have defaults that suit a pod with one engine container beside the gate
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EngineKind = Literal["vllm", "ollama", "openai"]
 
@@ -73,6 +74,11 @@ class GatewaySettings(BaseSettings):
         default=None, description="when set, requests need `Authorization: Bearer <token in file>`")
     rate_limit_rps: float = Field(default=0.0, ge=0, description="per-client requests/second; 0 = off")
     rate_limit_burst: int = Field(default=20, ge=1)
+    # NoDecode: a comma-separated list, like nginx's set_real_ip_from lines, rather than JSON.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(), description="comma-separated CIDRs (or addresses) of the proxies in front of the gateway, e.g. "
+                                "the ingress controller's pods; the rate limit believes X-Forwarded-For only "
+                                "from these (see security.client_address). Empty = the TCP peer is the client")
 
     @field_validator("engine_url")
     @classmethod
@@ -83,6 +89,16 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _check_fallback_url(cls, v: str | None) -> str | None:
         return _http_url(v) if v else None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [item for item in v.split(",") if item.strip()]
+        if isinstance(v, (list, tuple)):
+            # strict: "10.0.0.1/8" is refused, since whoever wrote it meant some other range.
+            return tuple(ip_network(str(item).strip()) if isinstance(item, str) else item for item in v)
+        return v
 
     @field_validator("metadata_uri")
     @classmethod

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from ..defaults import apply_chat_defaults, apply_completion_defaults
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from . import service
+from . import service, token_required
 
 
 async def chat_completions(request: Request) -> Response:
@@ -28,8 +28,9 @@ async def embeddings(request: Request) -> Response:
                                         schema=EmbeddingRequest, shape=None)
 
 
+@token_required
 async def models(request: Request) -> Response:
-    """The one model this gateway serves, with its engine, revision and serving config."""
+    """The one model this gateway serves, with its engine, revision and serving-config version."""
     return JSONResponse(service(request).models_list())
 
 

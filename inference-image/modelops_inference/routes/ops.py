@@ -1,4 +1,8 @@
-"""Operations: /health (= /health/ready), /health/live, /health/ready, /metrics, /reload."""
+"""Operations: /health (= /health/ready), /health/live, /health/ready, /metrics, /serving-config, /reload.
+
+The probes and /metrics need no token (the kubelet and Prometheus have none); /serving-config
+and /reload do when auth is on: they show and change what operators, not clients, look at.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..protocol import RequestError
-from ..service import error_response
-from . import service
+from . import service, token_required
 
 
 async def live(request: Request) -> Response:
@@ -27,13 +29,16 @@ async def metrics(request: Request) -> Response:
     return Response(payload, media_type=content_type)
 
 
+@token_required
+async def serving_config(request: Request) -> Response:
+    """The serving config in use: its URI, generation, version, hyperparameters, and the last reload error."""
+    return JSONResponse(service(request).serving_config())
+
+
+@token_required
 async def reload(request: Request) -> Response:
     """Re-read the serving config now; a bad or missing one is refused and the last good one kept."""
-    svc = service(request)
-    if svc.token is not None and not svc.token.allows(request.headers.get("authorization")):
-        return error_response(RequestError(401, "missing or invalid bearer token", code="invalid_api_key"),
-                              svc.settings.revision)
-    body, status = await svc.reload()
+    body, status = await service(request).reload()
     return JSONResponse(body, status_code=status)
 
 
@@ -42,5 +47,6 @@ routes = [
     Route("/health/ready", ready, methods=["GET"]),
     Route("/health", ready, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/serving-config", serving_config, methods=["GET"]),
     Route("/reload", reload, methods=["POST"]),
 ]

@@ -234,6 +234,45 @@ def test_bearer_auth_when_a_token_file_is_mounted(start_gateway: Callable[..., G
     assert httpx.post(f"{gw.url}/reload").status_code == 401
 
 
+def test_with_auth_on_the_model_list_needs_the_token_and_shows_no_internals(
+        start_gateway: Callable[..., Gateway], fresh_stub: StubEngine, tmp_path: Path) -> None:
+    from openai import AuthenticationError, OpenAI
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    meta = tmp_path / "20251201T120000_abc123" / "best_model_metadata.json"
+    meta.parent.mkdir()
+    meta.write_text(json.dumps({"hyperparameters": {"temperature": 0.25, "top_k": 7}}))
+    gw = start_gateway(gw_env(fresh_stub, MODELOPS_AUTH_TOKEN_FILE=str(token), MODELOPS_METADATA_URI=f"file://{meta}"))
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        err = assert_openai_error(httpx.get(f"{gw.url}/v1/models", headers=headers), 401, "invalid_api_key")
+        assert "token" in err["message"]
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=f"{gw.url}/v1", api_key="wrong", max_retries=0).models.list()
+    client = OpenAI(base_url=f"{gw.url}/v1", api_key="s3cret", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["chat"]
+    listed = httpx.get(f"{gw.url}/v1/models", headers={"authorization": "Bearer s3cret"})
+    assert listed.status_code == 200
+    for internal in (str(tmp_path), "hyperparameters", "temperature", "last_error", "uri"):
+        assert internal not in listed.text, f"{internal!r} in {listed.text}"
+    # Operators read the serving config where they /reload it: behind the same token.
+    assert_openai_error(httpx.get(f"{gw.url}/serving-config"), 401, "invalid_api_key")
+    described = httpx.get(f"{gw.url}/serving-config", headers={"authorization": "Bearer s3cret"})
+    assert described.status_code == 200, described.text
+    assert described.json()["uri"] == f"file://{meta}" and described.json()["hyperparameters"]["top_k"] == 7
+    assert described.json()["last_error"] is None and not described.json()["stale"]
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose connections come from this loopback address (all of 127/8 is local on Linux)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def limited_codes(client: httpx.Client, gw: Gateway, headers: list[dict[str, str]]) -> list[int]:
+    return [client.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "max_tokens": 1}, headers=h).status_code
+            for h in headers]
+
+
 def test_per_client_rate_limit(start_gateway: Callable[..., Gateway], fresh_stub: StubEngine) -> None:
     gw = start_gateway(gw_env(fresh_stub, MODELOPS_RATE_LIMIT_RPS="0.5", MODELOPS_RATE_LIMIT_BURST="2"))
     codes = [httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "max_tokens": 1}).status_code
@@ -242,10 +281,51 @@ def test_per_client_rate_limit(start_gateway: Callable[..., Gateway], fresh_stub
     assert codes == [200, 200]
     assert_openai_error(limited, 429, "rate_limit_exceeded")
     assert int(limited.headers["retry-after"]) >= 1
-    other = httpx.post(f"{gw.url}/v1/chat/completions", json={**CHAT, "max_tokens": 1},
-                       headers={"x-forwarded-for": "10.1.2.3"})
-    assert other.status_code == 200  # another client has its own budget
+    with from_address("127.0.0.2") as other:  # another client has its own budget
+        assert limited_codes(other, gw, [{}]) == [200]
     assert value(gw.metrics(), "modelops_gateway_rate_limited_total") == 1
+
+
+def test_headers_a_client_writes_do_not_select_its_bucket(start_gateway: Callable[..., Gateway],
+                                                          fresh_stub: StubEngine) -> None:
+    gw = start_gateway(gw_env(fresh_stub, MODELOPS_RATE_LIMIT_RPS="0.01", MODELOPS_RATE_LIMIT_BURST="1"))
+    spoofed = [{"x-forwarded-for": f"203.0.113.{i}"} for i in range(25)]
+    spoofed += [{"authorization": f"Bearer made-up-{i}"} for i in range(25)]
+    with from_address("127.0.0.1") as client:
+        codes = limited_codes(client, gw, spoofed)
+    assert codes == [200] + [429] * 49
+    assert value(gw.metrics(), "modelops_gateway_rate_limited_total") == 49
+
+
+def test_with_auth_on_each_client_has_its_own_bucket(start_gateway: Callable[..., Gateway], fresh_stub: StubEngine,
+                                                     tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    gw = start_gateway(gw_env(fresh_stub, MODELOPS_AUTH_TOKEN_FILE=str(token), MODELOPS_RATE_LIMIT_RPS="0.01",
+                              MODELOPS_RATE_LIMIT_BURST="1"))
+    auth = {"authorization": "Bearer s3cret"}
+    with from_address("127.0.0.1") as a, from_address("127.0.0.2") as b:
+        assert limited_codes(a, gw, [auth, auth]) == [200, 429]
+        assert limited_codes(b, gw, [auth, auth]) == [200, 429]  # the shared token is not one shared bucket
+        assert limited_codes(a, gw, [{}]) == [401]  # the token is checked first: a stranger spends nothing
+
+
+def test_behind_a_trusted_proxy_the_address_it_saw_is_the_client(start_gateway: Callable[..., Gateway],
+                                                                 fresh_stub: StubEngine) -> None:
+    # 127.0.0.1 plays the ingress controller; 127.0.0.2 is a client that reaches the gateway directly.
+    gw = start_gateway(gw_env(fresh_stub, MODELOPS_TRUSTED_PROXIES="127.0.0.1/32", MODELOPS_RATE_LIMIT_RPS="0.01",
+                              MODELOPS_RATE_LIMIT_BURST="1"))
+
+    def via_proxy(*hops: str) -> dict[str, str]:
+        return {"x-forwarded-for": ", ".join(hops)}
+
+    with from_address("127.0.0.1") as proxy, from_address("127.0.0.2") as direct:
+        assert limited_codes(proxy, gw, [via_proxy("198.51.100.1"), via_proxy("198.51.100.2")]) == [200, 200]
+        # The client behind the proxy cannot escape its bucket by writing a leftmost hop of its own.
+        assert limited_codes(proxy, gw, [via_proxy("198.51.100.1"), via_proxy("203.0.113.9", "198.51.100.1"),
+                                         via_proxy("203.0.113.10", "198.51.100.2")]) == [429, 429, 429]
+        # Nor can one that is not behind a trusted proxy.
+        assert limited_codes(direct, gw, [via_proxy("198.51.100.3"), via_proxy("198.51.100.4")]) == [200, 429]
 
 
 def test_the_openai_sdk_works_unchanged(gateway: Gateway) -> None:

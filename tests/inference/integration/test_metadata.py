@@ -32,7 +32,7 @@ def env(stub: StubEngine, gcs: FakeGCS, uri: str) -> dict[str, str]:
 
 
 def served_metadata(gw: Gateway) -> dict[str, Any]:
-    return httpx.get(f"{gw.url}/v1/models").json()["data"][0]["modelops"]["metadata"]
+    return httpx.get(f"{gw.url}/serving-config").json()
 
 
 def sent_temperature(gw: Gateway, stub: StubEngine, body: dict[str, Any] = CHAT) -> Any:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from ipaddress import ip_network
 from pathlib import Path
 
+import pytest
+
 from modelops_inference.metrics import GatewayMetrics
-from modelops_inference.security import RateLimiter, TokenFile
+from modelops_inference.security import RateLimiter, TokenFile, client_address
 from tests.inference.helpers import samples, value
 
 
@@ -73,3 +76,44 @@ def test_token_file_rotation_is_picked_up(tmp_path: Path) -> None:
     os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     now[0] = 11.0
     assert tokens.allows("Bearer second") and not tokens.allows("Bearer first")
+
+
+PROXIES = (ip_network("10.0.0.0/8"), ip_network("fd00::/8"))
+
+
+@pytest.mark.parametrize("peer, forwarded_for, trusted, expected", [
+    # No trusted proxy configured: what the client writes in X-Forwarded-For is never believed.
+    ("192.0.2.10", "203.0.113.7", (), "192.0.2.10"),
+    ("192.0.2.10", None, PROXIES, "192.0.2.10"),
+    # A peer that is not a trusted proxy: its X-Forwarded-For is the client's own claim.
+    ("192.0.2.10", "203.0.113.7, 10.0.0.5", PROXIES, "192.0.2.10"),
+    # Behind a trusted proxy: its hop (the rightmost) names the client.
+    ("10.0.0.9", "203.0.113.7", PROXIES, "203.0.113.7"),
+    # A client that writes its own leftmost hop is still the address the proxy saw.
+    ("10.0.0.9", "198.51.100.66, 203.0.113.7", PROXIES, "203.0.113.7"),
+    # A chain of trusted proxies is walked from the right to the first untrusted hop.
+    ("10.0.0.9", "198.51.100.66, 203.0.113.7, 10.1.1.1, 10.2.2.2", PROXIES, "203.0.113.7"),
+    # Every hop trusted: the leftmost one (the request started inside the trusted network).
+    ("10.0.0.9", "10.3.3.3, 10.1.1.1", PROXIES, "10.3.3.3"),
+    # A trusted proxy that sent no X-Forwarded-For, or an empty one: the proxy itself.
+    ("10.0.0.9", "", PROXIES, "10.0.0.9"),
+    # A hop that is no address stops the walk at the last address a trusted proxy vouched for.
+    ("10.0.0.9", "203.0.113.7, garbage", PROXIES, "10.0.0.9"),
+    ("10.0.0.9", "garbage, 10.1.1.1", PROXIES, "10.1.1.1"),
+    # IPv6, and an IPv4 peer reported as IPv4-mapped IPv6 by a dual-stack socket.
+    ("fd00::1", "2001:db8::7", PROXIES, "2001:db8::7"),
+    ("::ffff:10.0.0.9", "203.0.113.7", PROXIES, "203.0.113.7"),
+    ("::ffff:192.0.2.10", None, (), "192.0.2.10"),
+    # No peer (a Unix socket): one bucket for all of them rather than none.
+    (None, "203.0.113.7", PROXIES, "unknown"),
+])
+def test_the_client_address_believes_only_trusted_proxies(peer: str | None, forwarded_for: str | None,
+                                                          trusted: tuple, expected: str) -> None:
+    assert client_address(peer, forwarded_for, trusted) == expected
+
+
+def test_client_headers_cannot_pick_a_fresh_bucket() -> None:
+    """100 spoofed X-Forwarded-For values from one peer, at burst 1: one request passes."""
+    rl = RateLimiter(rate=0.001, burst=1, clock=lambda: 0.0)
+    allowed = [rl.allow(client_address("192.0.2.10", f"203.0.113.{i}", ())) for i in range(100)]
+    assert allowed.count(True) == 1

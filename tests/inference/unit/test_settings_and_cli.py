@@ -19,6 +19,16 @@ def test_defaults_suit_a_pod_with_one_engine_beside_the_gateway(monkeypatch: pyt
     assert (s.engine, s.engine_url, s.port, s.upstream_model, s.metadata_uri) == (
         "vllm", "http://127.0.0.1:8000", 8080, "chat", None)
     assert s.rate_limit_rps == 0 and s.auth_token_file is None  # protections off by default
+    assert s.trusted_proxies == ()  # X-Forwarded-For is not believed unless configured
+
+
+def test_trusted_proxies_are_a_comma_separated_list_of_cidrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipaddress import ip_network
+
+    monkeypatch.setenv("MODELOPS_TRUSTED_PROXIES", " 10.0.0.0/8, 192.168.1.7,fd00::/8 ")
+    s = GatewaySettings(model="m")
+    assert s.trusted_proxies == (ip_network("10.0.0.0/8"), ip_network("192.168.1.7/32"), ip_network("fd00::/8"))
+    assert '"10.0.0.0/8"' in s.model_dump_json()  # what --check prints
 
 
 def test_the_operators_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +47,7 @@ def test_the_operators_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize("field, value", [
     ("engine", "tgi"), ("engine_url", "localhost:8000"), ("metadata_uri", "s3://x/y"), ("port", "0"),
+    ("trusted_proxies", "10.0.0.1/8"), ("trusted_proxies", "ingress"),  # host bits set; not an address
 ])
 def test_bad_values_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValidationError):
