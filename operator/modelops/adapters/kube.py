@@ -19,8 +19,8 @@ from kubernetes.client.rest import ApiException
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import GROUP, PLURAL, VERSION
 from modelops.planning.engines.common import LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_REVISION, MANAGED_BY
-from modelops.planning.reconcile import Event, Owner, Plan
-from modelops.planning.resources import ANNOTATION_APPLIED, ANNOTATION_MODEL, ANNOTATION_SOURCE
+from modelops.planning.contract import ANNOTATION_APPLIED, Event, Owner, Plan, writes
+from modelops.planning.resources import ANNOTATION_MODEL, ANNOTATION_SOURCE
 from modelops.planning.traffic import ANNOTATION_SPLIT
 
 log = logging.getLogger(__name__)
@@ -133,50 +133,50 @@ class Kube:
 
     # ------------------------------------------------------------------ execute
     def execute(self, owner: Owner, plan: Plan, observed: Observed) -> ExecutionResult:
-        """Apply a plan. Order matters for crash safety: commands are cleared first (a crash then
-        loses a command rather than doing it twice), then status (the rollout's state), then the
-        objects derived from it (re-derived from status if a crash interrupts them)."""
+        """Perform the plan's writes (planning.contract.writes decides which, and their order, for
+        crash safety); NotFound on scale or delete is success: plans are safe to re-run."""
         applied, scaled, deleted = [], [], []
-        if plan.clear_annotations:
-            self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, owner.namespace, PLURAL, owner.name,
-                {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}}, _content_type=MERGE_PATCH)
-        if plan.status is not None:
-            self.patch_status(owner, plan.status)
-        current = {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
-                   **{("Service", s.name): s.applied_hash for s in observed.services.values()},
-                   **{("HTTPRoute", n): h for n, h in observed.routes.items()}}  # the split ConfigMap: the planner decides
-        for obj in plan.apply:
-            name = obj["metadata"]["name"]
-            kind = obj["kind"]
-            if current.get((kind, name)) == obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
-                continue
-            self.apply(obj)
-            applied.append(f"{kind}/{name}")
-        for name, replicas in plan.scale.items():
-            try:
-                self.apps.patch_namespaced_deployment_scale(name, owner.namespace, {"spec": {"replicas": replicas}},
-                                                           _content_type=MERGE_PATCH)
-                scaled.append(f"{name}={replicas}")
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        for kind, name in plan.delete:
-            try:
-                if kind == "Deployment":
-                    self.apps.delete_namespaced_deployment(name, owner.namespace, propagation_policy="Background")
-                elif kind == "Service":
-                    self.core.delete_namespaced_service(name, owner.namespace)
-                elif kind == "HTTPRoute":
-                    self.custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", owner.namespace,
-                                                                "httproutes", name)
-                deleted.append(f"{kind}/{name}")
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+        for w in writes(plan, observed):
+            if w.kind == "annotations":
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, owner.namespace, PLURAL, owner.name,
+                    {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}},
+                    _content_type=MERGE_PATCH)
+            elif w.kind == "status":
+                assert plan.status is not None
+                self.patch_status(owner, plan.status)
+            elif w.kind == "apply":
+                assert w.obj is not None
+                self.apply(w.obj)
+                applied.append(f"{w.obj['kind']}/{w.name}")
+            elif w.kind == "scale":
+                if self._tolerate_missing(lambda: self.apps.patch_namespaced_deployment_scale(
+                        w.name, owner.namespace, {"spec": {"replicas": w.replicas}}, _content_type=MERGE_PATCH)):
+                    scaled.append(f"{w.name}={w.replicas}")
+            elif w.kind == "delete" and self._tolerate_missing(lambda: self._delete(owner.namespace, w.object_kind,
+                                                                                    w.name)):
+                deleted.append(f"{w.object_kind}/{w.name}")
         for event in plan.events:
             self.event(owner, event)
         return ExecutionResult(applied, scaled, deleted, plan.status is not None, len(plan.clear_annotations))
+
+    @staticmethod
+    def _tolerate_missing(call: Any) -> bool:
+        try:
+            call()
+            return True
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+
+    def _delete(self, namespace: str, kind: str, name: str) -> None:
+        if kind == "Deployment":
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        elif kind == "Service":
+            self.core.delete_namespaced_service(name, namespace)
+        elif kind == "HTTPRoute":
+            self.custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", name)
 
     def apply(self, obj: dict[str, Any]) -> None:
         path = _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=obj["metadata"]["namespace"],

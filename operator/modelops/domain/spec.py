@@ -244,8 +244,8 @@ class AnalysisSpec(_Model):
     window: Duration = Field(default="1m", description="Range of the built-in templates' rate() windows "
                                                         "(`{{window}}` in custom queries).")
     failure_limit: int = Field(default=2, ge=0, description="Failed measurements tolerated before abort.")
-    consecutive_error_limit: int = Field(default=5, ge=0,
-                                         description="Provider errors in a row tolerated before abort.")
+    consecutive_error_limit: int = Field(default=5, ge=1,
+                                         description="Provider errors in a row that abort the rollout (at least 1).")
     bake_time: Duration | None = Field(default=None, description="Keep analysing after promotion; degradation rolls back.")
     pre_promotion: PrePromotion | None = Field(default=None, description="Quality gate before traffic.")
     provider: Provider | None = Field(default=None, description="Where metrics come from.")
@@ -377,26 +377,45 @@ class RevisionRecord(_Status):
     outcome: str = Field(default="", description="Progressing, Serving, Superseded, Failed or RolledBack.")
     reason: str = Field(default="", description="Why the outcome, in one word.")
     message: str = Field(default="", description="Why the outcome, in words (e.g. the failing analysis verdict).")
+    served: bool = Field(default=False, description="Took user traffic in its latest rollout (after its quality "
+                                                    "gate): it may serve as a last resort when nothing else is ready.")
 
 
 class RolloutState(_Status):
-    revision: str = Field(description="The revision this rollout brings in.")
+    """The state of the rollout machine, resumable after a restart. ``revision`` empty: no rollout."""
+
+    revision: str = Field(default="", description="The revision this rollout brings in (empty: none).")
+    rollout_hash: str = Field(default="", description="Hash of spec.rollout and spec.traffic.router the steps are "
+                                                      "judged against: a change restarts the rollout.")
     started_at: str | None = Field(default=None, description="When the rollout started.")
+    step: int = Field(default=0, description="Index of the current canary step.")
+    weight: int = Field(default=0, description="Percent of traffic the new revision is meant to have.")
+    weight_at: str | None = Field(default=None, description="When that weight was set (the final gate needs "
+                                                            "analysis measured after it).")
     step_started_at: str | None = Field(default=None, description="When the current step started.")
     paused: bool = Field(default=False, description="Waiting for a person (promote or resume).")
     pause_reason: str | None = Field(default=None, description="PauseStep, Manual, Inconclusive or AwaitingPromotion.")
-    promoting: bool = Field(default=False, description="Promotion was asked for: completes once the revision is "
-                                                       "ready at full size.")
+    paused_at: str | None = Field(default=None, description="When the pause began (a timed step's clock stops).")
+    skip_step: int | None = Field(default=None, description="A one-step promote: this step completes without its "
+                                                            "pause or analysis (a setWeight still waits for pods).")
+    promoting: bool = Field(default=False, description="Promotion was decided (all steps passed, or promote=full): "
+                                                       "completes once the revision is ready at full size.")
+    promote_reason: str | None = Field(default=None, description="Why it is being promoted.")
     promoted_at: str | None = Field(default=None, description="When the revision took all traffic.")
     bake_until: str | None = Field(default=None, description="Analysis continues until then; degradation rolls back.")
     previous_revision: str | None = Field(default=None, description="The revision kept warm for an instant rollback.")
     scale_down_at: str | None = Field(default=None, description="When the previous revision scales to zero.")
+    baseline: dict[str, float] = Field(default_factory=dict, description="The stable revision's last values before "
+                                                                         "promotion: what maxRatioToStable compares "
+                                                                         "with during the bake.")
     last_measured_at: str | None = Field(default=None, description="When analysis last measured.")
     golden_prompts: str | None = Field(default=None, description="The quality gate's result: Passed or Failed.")
     golden_attempts: int = Field(default=0, description="Tries that got no HTTP answer (the revision unreachable).")
     golden_asked_at: str | None = Field(default=None, description="When the golden prompts were last sent.")
     waiting_since: str | None = Field(default=None, description="Since when the new revision's pods are awaited "
                                                                 "(progressDeadline counts from here).")
+    waiting_for_gpus: bool = Field(default=False, description="The scheduler cannot place the new revision's pods "
+                                                              "for want of GPUs (the deadline does not count).")
 
 
 class ResolvedMetadata(_Status):

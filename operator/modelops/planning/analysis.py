@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from modelops.domain.durations import seconds
 from modelops.domain.spec import Metric, ModelDeploymentSpec, ModelDeploymentStatus
+from modelops.domain.timestamps import parse
 
 REQUESTS = "modelops_gateway_requests_total"
 TEMPLATES = {
@@ -80,36 +81,32 @@ def queries_for(metric: Metric, revision: str, stable: str | None, namespace: st
 def measurement_due(namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
                     now: dt.datetime) -> MeasurementRequest | None:
     """The analysis to run now, if any: during a rollout once the new revision takes traffic
-    (or has a preview), and after promotion while baking; at most once per interval."""
+    (or has a preview), and after promotion while baking; at most once per interval. During the
+    bake a relative metric is compared with the stable's values recorded before promotion, so the
+    previous revision (no longer getting traffic) is not queried."""
     analysis = spec.rollout.analysis
     ro = status.rollout
-    if not analysis or not analysis.metrics or not analysis.provider or ro is None:
+    if not analysis or not analysis.metrics or not analysis.provider or ro is None or not ro.revision:
         return None
     if ro.promoted_at:
-        bake_until = _time(ro.bake_until)
+        bake_until = parse(ro.bake_until)
         if not (bake_until and now < bake_until and ro.previous_revision):
             return None
-        revision, stable = ro.revision, ro.previous_revision
+        revision, stable = ro.revision, None
     else:
         if status.canary_revision != ro.revision:
             return None
-        takes_traffic = (status.canary_weight or 0) > 0 or spec.rollout.strategy == "BlueGreen"
+        takes_traffic = ro.weight > 0 or spec.rollout.strategy == "BlueGreen"
         if not takes_traffic and spec.rollout.canary and spec.rollout.canary.steps:
             return None
         revision, stable = ro.revision, status.stable_revision
-    last = _time(ro.last_measured_at)
+    last = parse(ro.last_measured_at)
     if last and (now - last).total_seconds() < seconds(analysis.interval) - 0.5:
         return None
     return MeasurementRequest(
         revision=revision, stable=stable, address=analysis.provider.prometheus.address,
         queries=[queries_for(m, revision, stable, namespace, name, analysis.window,
                              compare=spec.rollout.strategy == "ABTest") for m in analysis.metrics])
-
-
-def _time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -127,16 +124,16 @@ GOLDEN_RETRY_SECONDS = 5.0
 def golden_due(namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
                canary_ready: int, now: dt.datetime) -> GoldenRequest | None:
     """Send the golden prompts once, when the new revision has a ready pod and before it gets traffic
-    (again after a few seconds if the revision could not be reached)."""
+    (again after a few seconds if the revision could not be reached). It is reached through its own
+    Service, which takes no users' traffic (a blue-green preview appears only after the gate)."""
     pre = spec.rollout.analysis.pre_promotion if spec.rollout.analysis else None
     ro = status.rollout
-    if not pre or not pre.golden_prompts or ro is None or ro.promoted_at or ro.golden_prompts:
+    if not pre or not pre.golden_prompts or ro is None or not ro.revision or ro.promoted_at or ro.golden_prompts:
         return None
-    if status.canary_revision != ro.revision or canary_ready < 1:
+    if canary_ready < 1:
         return None
-    asked = _time(ro.golden_asked_at)
+    asked = parse(ro.golden_asked_at)
     if asked and (now - asked).total_seconds() < GOLDEN_RETRY_SECONDS:
         return None
-    service = f"{name}-preview" if spec.rollout.strategy == "BlueGreen" else ro.revision
-    return GoldenRequest(revision=ro.revision, service=service, namespace=namespace, model=spec.model.name,
+    return GoldenRequest(revision=ro.revision, service=ro.revision, namespace=namespace, model=spec.model.name,
                          prompts=[g.prompt for g in pre.golden_prompts])

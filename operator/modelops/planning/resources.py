@@ -15,6 +15,7 @@ from modelops.config import OperatorConfig
 from modelops.domain.revision import revision_name, template_hash
 from modelops.domain.spec import GROUP, KIND, VERSION, EngineType, ModelDeploymentSpec
 
+from .contract import ANNOTATION_APPLIED
 from .engines import ollama, vllm
 from .engines.common import (
     GATEWAY_PORT,
@@ -32,7 +33,6 @@ from .engines.common import (
 )
 
 ENGINES = {EngineType.vllm.value: vllm, EngineType.ollama.value: ollama}
-ANNOTATION_APPLIED = "modelops.dev/applied-hash"
 ANNOTATION_MODEL = "modelops.dev/model"
 ANNOTATION_SOURCE = "modelops.dev/source"
 
@@ -79,9 +79,14 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
-    """Set owner and the applied-hash annotation that lets the executor skip no-op writes."""
+    """Set owner and the applied-hash annotation that lets the executor skip no-op writes.
+    A Deployment's hash leaves out ``spec.replicas``: replicas are converged on their own
+    (planning/contract.py ``writes``), whoever changed them last."""
     obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    hashed = obj
+    if obj["kind"] == "Deployment":
+        hashed = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"}}
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
     obj["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED] = digest
     return obj
 

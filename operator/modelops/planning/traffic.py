@@ -26,7 +26,8 @@ from typing import Any
 from modelops.domain.spec import ModelDeploymentSpec
 
 from .engines.common import LABEL_REVISION, SPLIT_FILE, common_labels, selector_labels, split_config_map
-from .resources import ANNOTATION_APPLIED, finish
+from .contract import ANNOTATION_APPLIED
+from .resources import finish
 
 PREVIEW_SUFFIX = "-preview"
 ANNOTATION_SPLIT = "modelops.dev/split-applied"  # on the main Service: the split ConfigMap's applied hash
@@ -35,19 +36,74 @@ HTTP_PORT = 80
 
 @dataclass(frozen=True)
 class Traffic:
-    stable: str | None  # the revision the main Service serves
-    canary: str | None = None  # the revision being rolled out
+    """Where users' traffic should go (the decision; ``route`` applies pod readiness to it)."""
+
+    stable: str | None  # the revision the main Service serves (None: nothing may serve yet)
+    canary: str | None = None  # the revision being rolled out (it gets a Service of its own)
     weight: int = 0  # percent of traffic to the canary
-    split: bool = False  # service router: the main Service selects every revision (replica-ratio weights)
     preview: str | None = None  # blue-green: the preview Service's revision
     matches: tuple[dict[str, str], ...] = ()  # A/B header matches that go to the canary
     ab: "ABSplit | None" = None  # an A/B test: users assigned by the stable revision's gateway
+    fallback: tuple[str, ...] = ()  # may serve as a last resort while the wanted revisions have no ready pod
 
 
 @dataclass(frozen=True)
 class ABSplit:
     percent: int  # of users (0 while the challenger is not ready)
     header: str  # the sticky header; the OpenAI `user` field when it is absent
+
+
+NOTHING = "none"  # a revision label no revision has: a Service that selects no pod yet
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the router objects say, after readiness: no share goes to a revision without ready pods
+    while another wanted (or fallback) revision has some."""
+
+    shares: dict[str, int]  # revision -> weight (HTTPRoute backendRefs; the main Service's selection)
+    split: bool = False  # service router: the main Service selects every revision (shares follow pods)
+    preview: str | None = None
+    matches: tuple[dict[str, str], ...] = ()
+    challenger: str | None = None  # header matches and the A/B split go there
+    ab: ABSplit | None = None
+    services: tuple[str, ...] = ()  # per-revision Services
+
+    @property
+    def main(self) -> str:
+        """The revision the main Service selects (the largest share; NOTHING before any may serve)."""
+        live = [r for r, w in self.shares.items() if w > 0]
+        return max(live, key=lambda r: self.shares[r]) if live else NOTHING
+
+
+def route(t: Traffic, ready: dict[str, int], router: str, others_ready: bool) -> Routing:
+    """Apply readiness to a decision.
+
+    >>> route(Traffic(stable="a", canary="b", weight=10), {"a": 2, "b": 0}, "gateway-api", False).shares
+    {'a': 90, 'b': 0}
+    >>> route(Traffic(stable="a", canary="b", weight=10), {"a": 0, "b": 1}, "gateway-api", False).shares
+    {'a': 0, 'b': 10}
+    >>> route(Traffic(stable="a", fallback=("b",)), {"a": 0, "b": 1}, "service", False).main
+    'b'
+    """
+    wanted: dict[str, int] = {}
+    if t.stable:
+        wanted[t.stable] = 100 - (t.weight if t.canary else 0)
+    if t.canary and t.weight:
+        wanted[t.canary] = t.weight
+    live = {r: w for r, w in wanted.items() if w > 0 and ready.get(r, 0) > 0}
+    if not live:
+        last_resort = next((r for r in t.fallback if ready.get(r, 0) > 0), None)
+        # nothing wanted is ready: a revision that served before, else as wanted (nothing to protect)
+        live = {last_resort: 100} if last_resort else {r: w for r, w in wanted.items() if w > 0}
+    shares = {r: live.get(r, 0) for r in dict.fromkeys(r for r in (*wanted, t.canary, *live) if r)}
+    split = router != "gateway-api" and not t.ab and sum(1 for w in live.values() if w > 0) > 1 and not others_ready
+    challenger = t.canary if t.canary and ready.get(t.canary, 0) > 0 and t.stable in live else None
+    ab = t.ab if t.ab and challenger else None
+    services = tuple(dict.fromkeys(r for r in (t.stable, t.canary, *live) if r))
+    return Routing(shares=shares, split=split, preview=t.preview,
+                   matches=t.matches if challenger else (), challenger=challenger, ab=ab,
+                   services=services if (router == "gateway-api" or t.ab or t.canary) else ())
 
 
 def service(owner: dict[str, Any], name: str, revision: str | None, split_hash: str | None = None) -> dict[str, Any]:
@@ -65,7 +121,7 @@ def service(owner: dict[str, Any], name: str, revision: str | None, split_hash: 
     }, owner)
 
 
-def http_route(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic) -> dict[str, Any]:
+def http_route(owner: dict[str, Any], spec: ModelDeploymentSpec, r: Routing) -> dict[str, Any]:
     gw = spec.traffic.gateway
     assert gw is not None  # the CRD requires it for the gateway-api router
 
@@ -73,16 +129,11 @@ def http_route(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic) -> 
         return {"group": "", "kind": "Service", "name": revision, "port": HTTP_PORT, "weight": weight}
 
     rules: list[dict[str, Any]] = []
-    if t.canary and t.matches:
+    if r.challenger and r.matches:
         rules.append({"matches": [{"headers": [{"type": "Exact", "name": k, "value": v} for k, v in sorted(m.items())]}
-                                  for m in t.matches],
-                      "backendRefs": [ref(t.canary, 1)]})
-    backends = []
-    if t.stable:
-        backends.append(ref(t.stable, 100 - t.weight if t.canary else 100))
-    if t.canary:
-        backends.append(ref(t.canary, t.weight if t.stable else 100))
-    rules.append({"backendRefs": backends})
+                                  for m in r.matches],
+                      "backendRefs": [ref(r.challenger, 1)]})
+    rules.append({"backendRefs": [ref(rev, w) for rev, w in r.shares.items()]})
     route_spec: dict[str, Any] = {
         "parentRefs": [p.model_dump(by_alias=True, exclude_none=True) for p in gw.parent_refs],
         "rules": rules,
@@ -96,15 +147,15 @@ def http_route(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic) -> 
     }, owner)
 
 
-def split_config(owner: dict[str, Any], t: Traffic | None) -> dict[str, Any]:
+def split_config(owner: dict[str, Any], r: Routing | None) -> dict[str, Any]:
     """The ConfigMap the stable revision's gateway reads (format: inference-image split.py);
     ``None``: an empty split, which ends a test."""
     doc: dict[str, Any] = {}
-    if t is not None:
-        assert t.ab is not None and t.stable and t.canary
-        doc = {"stable": t.stable, "challenger": t.canary, "percent": t.ab.percent, "header": t.ab.header,
-               "url": f"http://{t.canary}.{owner['namespace']}.svc:{HTTP_PORT}",
-               "match": [dict(m) for m in t.matches]}
+    if r is not None:
+        assert r.ab is not None and r.challenger
+        doc = {"stable": r.main, "challenger": r.challenger, "percent": r.ab.percent, "header": r.ab.header,
+               "url": f"http://{r.challenger}.{owner['namespace']}.svc:{HTTP_PORT}",
+               "match": [dict(m) for m in r.matches]}
     return finish({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": split_config_map(owner["name"]), "namespace": owner["namespace"],
@@ -113,27 +164,26 @@ def split_config(owner: dict[str, Any], t: Traffic | None) -> dict[str, Any]:
     }, owner)
 
 
-def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, t: Traffic,
+def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, r: Routing,
             split_applied: str | None = None) -> list[dict[str, Any]]:
     """The traffic objects, in the order to apply them. ``split_applied``: the applied hash of the
     split ConfigMap as recorded on the main Service (the operator cannot read ConfigMaps)."""
     name = owner["name"]
     out: list[dict[str, Any]] = []
-    testing = bool(t.ab and t.stable and t.canary and (t.ab.percent or t.matches))
+    testing = bool(r.ab and (r.ab.percent or r.matches))
     # While a test runs: its split; after one: an empty split (the gateways see no split).
-    split_map = split_config(owner, t if testing else None) if testing or split_applied is not None else None
+    split_map = split_config(owner, r if testing else None) if testing or split_applied is not None else None
     split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED] if split_map else None
     if split_map is not None and (testing or split_hash != split_applied):
         # Before the main Service, which records that it was applied. While a test runs it is
         # applied on every pass (a no-op for the API server when unchanged): the operator cannot
         # read ConfigMaps, so this is how a split deleted or edited by hand comes back.
         out.append(split_map)
-    out.append(service(owner, name, None if t.split else t.stable or t.canary, split_hash))
-    if t.preview:
-        out.append(service(owner, name + PREVIEW_SUFFIX, t.preview))
-    if spec.traffic.router == "gateway-api" or t.ab:
-        for revision in dict.fromkeys(r for r in (t.stable, t.canary) if r):
-            out.append(service(owner, revision, revision))
+    out.append(service(owner, name, None if r.split else r.main, split_hash))
+    if r.preview:
+        out.append(service(owner, name + PREVIEW_SUFFIX, r.preview))
+    for revision in r.services:
+        out.append(service(owner, revision, revision))
     if spec.traffic.router == "gateway-api":
-        out.append(http_route(owner, spec, t))
+        out.append(http_route(owner, spec, r))
     return out

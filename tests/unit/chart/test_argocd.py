@@ -116,7 +116,7 @@ def test_actions_set_the_annotation_the_operator_acts_on(action: str, annotation
 
 
 def test_the_annotations_are_the_operators_commands() -> None:
-    from modelops.planning import reconcile
+    from modelops.planning import contract as reconcile
 
     names = {f"{reconcile.ANNOTATION_PREFIX}{c}" for c in reconcile.COMMANDS}
     assert names == {"modelops.dev/promote", "modelops.dev/abort", "modelops.dev/pause", "modelops.dev/resume"}

@@ -10,6 +10,7 @@ from modelops.config import OperatorConfig
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import ModelDeploymentSpec
 from modelops.planning import reconcile, resources
+from modelops.planning.contract import writes
 
 CFG = OperatorConfig()
 NOW = dt.datetime(2026, 11, 21, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -42,6 +43,11 @@ def settle(o: reconcile.Owner, obs: Observed) -> tuple[reconcile.Owner, reconcil
 
 def applied(plan: reconcile.Plan) -> dict[str, dict]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in plan.apply}
+
+
+def scales(plan: reconcile.Plan, obs: Observed) -> dict[str, int]:
+    """The scale writes the executor would make for this plan against ``obs``."""
+    return {w.name: w.replicas for w in writes(plan, obs) if w.kind == "scale"}
 
 
 def cond(status: dict, type_: str) -> dict:
@@ -81,7 +87,7 @@ def healthy() -> tuple[reconcile.Owner, Observed]:
 def test_steady_state_plans_no_status_write_and_no_events() -> None:
     o, obs = healthy()
     p = run(o, obs)
-    assert p.status is None and p.events == [] and p.scale == {} and p.delete == []
+    assert p.status is None and p.events == [] and scales(p, obs) == {} and p.delete == []
     # the same objects are planned, and the executor skips them by their applied hash
     assert applied(p) == applied(run(o, obs))
 
@@ -95,7 +101,7 @@ def test_new_revision_comes_up_beside_stable_which_is_not_touched() -> None:
     assert objs[f"Deployment/{r2}"]["spec"]["replicas"] == 2
     assert f"Deployment/{r1}" not in objs  # the stable revision is not touched
     assert objs["Service/chat"]["spec"]["selector"]["modelops.dev/revision"] == r1
-    assert p.scale == {}
+    assert scales(p, obs) == {}
     assert p.status["stableRevision"] == r1 and p.status["canaryRevision"] == r2
     assert p.status["phase"] == "Progressing"
     assert cond(p.status, "Available")["status"] == "True"
@@ -106,21 +112,28 @@ def test_new_revision_half_ready_is_not_promoted() -> None:
     r1, r2 = rev_of(SPEC), rev_of(V2)
     o2, _ = settle(owner(V2, o.status, generation=2), obs)
     half = RevisionState(name=r2, replicas=2, ready=1, available=1, updated=2)
-    p = run(o2, Observed(revisions={r1: ready(r1), r2: half}, services=obs.services))
+    seen = Observed(revisions={r1: ready(r1), r2: half}, services=obs.services)
+    p = run(o2, seen)
     assert p.status is None or p.status["stableRevision"] == r1
-    assert r1 not in p.scale
+    assert r1 not in scales(p, seen)
 
 
 def test_available_new_revision_is_promoted_then_old_scaled_to_zero() -> None:
     o, obs = healthy()
     r1, r2 = rev_of(SPEC), rev_of(V2)
     o2, _ = settle(owner(V2, o.status, generation=2), obs)
-    p = run(o2, Observed(revisions={r1: ready(r1), r2: ready(r2)}, services=obs.services))
+    seen = Observed(revisions={r1: ready(r1), r2: ready(r2)}, services=obs.services)
+    p = run(o2, seen)
     assert applied(p)["Service/chat"]["spec"]["selector"]["modelops.dev/revision"] == r2
-    assert p.scale == {r1: 0}
+    assert scales(p, seen) == {}, "traffic first: the old revision is scaled down once the Service has moved"
+    assert p.replicas[r1] == 2
     assert p.status["stableRevision"] == r2 and "canaryRevision" not in p.status
     outcomes = {r["name"]: r["outcome"] for r in p.status["revisions"]}
     assert outcomes == {r1: "Superseded", r2: "Serving"}
+    moved = Observed(revisions=seen.revisions, services={"chat": ServiceState(
+        "chat", r2, applied(p)["Service/chat"]["metadata"]["annotations"]["modelops.dev/applied-hash"])})
+    o3 = reconcile.Owner("chat", "ml", "uid-1", 2, V2, p.status)
+    assert scales(run(o3, moved), moved) == {r1: 0}
 
 
 def test_replicas_change_scales_in_place() -> None:
@@ -138,11 +151,12 @@ def test_insufficient_gpu_waits_and_says_so_while_stable_serves() -> None:
     o2, _ = settle(owner(big, o.status, generation=2), obs)
     stuck = RevisionState(name=r2, replicas=2, updated=2,
                           unschedulable="0/5 nodes are available: 2 Insufficient nvidia.com/gpu.")
-    p = run(o2, Observed(revisions={r1: ready(r1), r2: stuck}, services=obs.services))
+    seen = Observed(revisions={r1: ready(r1), r2: stuck}, services=obs.services)
+    p = run(o2, seen)
     assert cond(p.status, "Progressing")["reason"] == "InsufficientGPU"
     assert "Insufficient nvidia.com/gpu" in p.status["message"]
     assert p.status["stableRevision"] == r1 and cond(p.status, "Available")["status"] == "True"
-    assert r1 not in p.scale
+    assert r1 not in scales(p, seen)
     assert applied(p)["Service/chat"]["spec"]["selector"]["modelops.dev/revision"] == r1
     assert [e.reason for e in p.events] == ["InsufficientGPU"]
 
@@ -153,9 +167,9 @@ def test_progress_deadline_fails_the_revision_scales_it_down_and_pins_it() -> No
     o2, _ = settle(owner(V2, o.status, generation=2), obs)
     never = RevisionState(name=r2, replicas=2, updated=2)
     later = NOW + dt.timedelta(minutes=16)
-    p = run(o2, Observed(revisions={r1: ready(r1), r2: never}, services=obs.services), now=later)
-    assert p.scale == {r2: 0}
-    assert f"Deployment/{r2}" not in applied(p)
+    seen = Observed(revisions={r1: ready(r1), r2: never}, services=obs.services)
+    p = run(o2, seen, now=later)
+    assert applied(p)[f"Deployment/{r2}"]["spec"]["replicas"] == 0 or scales(p, seen) == {r2: 0}
     assert p.status["phase"] == "Failed"
     assert cond(p.status, "Degraded")["reason"] == "ProgressDeadlineExceeded"
     assert cond(p.status, "Available")["status"] == "True"  # stable untouched, serving
@@ -163,7 +177,7 @@ def test_progress_deadline_fails_the_revision_scales_it_down_and_pins_it() -> No
     o3 = reconcile.Owner("chat", "ml", "uid-1", 2, V2, p.status)
     down = RevisionState(name=r2, replicas=0)
     again = run(o3, Observed(revisions={r1: ready(r1), r2: down}, services=obs.services), now=later)
-    assert f"Deployment/{r2}" not in applied(again) and again.status is None
+    assert again.replicas[r2] == 0 and again.status is None
     # A new generation retries.
     retry = run(reconcile.Owner("chat", "ml", "uid-1", 3, V2, p.status),
                 Observed(revisions={r1: ready(r1), r2: down}, services=obs.services), now=later)
@@ -178,7 +192,7 @@ def test_progress_deadline_fails_the_revision_scales_it_down_and_pins_it() -> No
 def test_invalid_spec_is_reported_with_the_field_and_nothing_is_touched(bad, field) -> None:
     o, obs = healthy()
     p = run(owner({**SPEC, **bad}, o.status, generation=2), obs)
-    assert p.apply == [] and p.scale == {} and p.delete == []
+    assert p.apply == [] and p.replicas == {} and p.delete == []
     assert cond(p.status, "Degraded")["reason"] == "InvalidSpec"
     assert field in cond(p.status, "Degraded")["message"]
     assert cond(p.status, "Available")["status"] == "True"

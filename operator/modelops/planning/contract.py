@@ -1,0 +1,115 @@
+"""The plan contract: what the planner is given about the object (``Owner``), what it asks for
+(``Plan``), and the exact writes that turn a plan into cluster state (``writes``).
+
+``writes`` is the one place that decides which writes a plan needs against what was observed,
+and in which order. The executor (adapters/kube.py) performs them one by one; the unit model
+of the cluster (tests/unit/operator/sim.py) performs the same list, so it can crash after any
+single write exactly where the operator could.
+
+Order, for crash safety (each prefix of the list leaves a state the next pass can continue from):
+1. clear the command annotations (a crash then loses a command rather than doing it twice);
+2. the status (the rollout's state: everything below is re-derived from it);
+3. applies: the target's Deployment, then traffic objects (split ConfigMap, Services, HTTPRoute);
+4. replica counts through the scale subresource, for every revision whose Deployment
+   does not already have them (whatever wrote them last: us, ``kubectl scale``, a crash);
+5. deletes.
+Events are posted last and best effort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modelops.domain.observed import Observed
+
+ANNOTATION_PREFIX = "modelops.dev/"
+COMMANDS = ("promote", "abort", "pause", "resume")
+ANNOTATION_APPLIED = "modelops.dev/applied-hash"
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def ref(self) -> dict[str, str]:
+        return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+
+    def commands(self) -> dict[str, str]:
+        """Manual control annotations present on the object (acted on once, then removed)."""
+        return {c: self.annotations[ANNOTATION_PREFIX + c] for c in COMMANDS
+                if ANNOTATION_PREFIX + c in self.annotations}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    apply: list[dict[str, Any]] = field(default_factory=list)  # Deployments first, then traffic objects
+    replicas: dict[str, int] = field(default_factory=dict)  # desired replicas of every revision Deployment
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    status: dict[str, Any] | None = None  # the whole new status, or None when unchanged
+    events: list[Event] = field(default_factory=list)
+    clear_annotations: list[str] = field(default_factory=list)
+    requeue_after: float | None = None
+    details: list[str] = field(default_factory=list)
+
+    def wake_within(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+@dataclass(frozen=True)
+class Write:
+    kind: Literal["annotations", "status", "apply", "scale", "delete"]
+    name: str = ""
+    obj: dict[str, Any] | None = None
+    replicas: int = 0
+    object_kind: str = ""  # for deletes
+
+
+def observed_hashes(observed: Observed) -> dict[tuple[str, str], str | None]:
+    """The applied hash of every object we own, as observed (the split ConfigMap is not read:
+    the planner decides when to write it)."""
+    return {**{("Deployment", r.name): r.applied_hash for r in observed.revisions.values()},
+            **{("Service", s.name): s.applied_hash for s in observed.services.values()},
+            **{("HTTPRoute", n): h for n, h in observed.routes.items()}}
+
+
+def writes(plan: Plan, observed: Observed) -> list[Write]:
+    """The writes a plan needs, in the order they must happen (see the module docstring).
+
+    An apply is skipped when the object already carries the applied hash of what we would send.
+    A Deployment's hash does not cover ``spec.replicas``: replicas are converged separately,
+    against the observed count, so a scale by anyone is corrected and a skipped apply never
+    leaves a revision at the wrong size.
+    """
+    out: list[Write] = []
+    if plan.clear_annotations:
+        out.append(Write("annotations"))
+    if plan.status is not None:
+        out.append(Write("status"))
+    current = observed_hashes(observed)
+    replicas = {name: r.replicas for name, r in observed.revisions.items()}
+    for obj in plan.apply:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if current.get(key) != obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
+            out.append(Write("apply", key[1], obj=obj))
+            if key[0] == "Deployment":
+                replicas[key[1]] = obj["spec"]["replicas"]
+    for name, want in plan.replicas.items():
+        if name in replicas and replicas[name] != want:
+            out.append(Write("scale", name, replicas=want))
+    for kind, name in plan.delete:
+        out.append(Write("delete", name, object_kind=kind))
+    return out
