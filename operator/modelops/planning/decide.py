@@ -252,6 +252,7 @@ def _first(inp: Inputs, notes: _Notes) -> Decision:
 
 # --------------------------------------------------------------------------- rolling out
 def _roll_out(inp: Inputs, notes: _Notes) -> Decision:
+    fresh = not _continues(inp)
     ro, analysis = _attempt(inp, notes)
     if "abort" in inp.commands:
         return _abort(inp, ro, notes, "Aborted", "aborted by annotation modelops.dev/abort")
@@ -269,6 +270,10 @@ def _roll_out(inp: Inputs, notes: _Notes) -> Decision:
         notes.wake_within(_interval(inp))
     strategy = inp.spec.rollout.strategy
     promote = inp.commands.get("promote")
+    if promote is not None and fresh:  # given before this attempt existed: it was meant for another
+        notes.event("Warning", "CommandIgnored", f"modelops.dev/promote ignored: the rollout of {inp.target} "
+                                                 "has just started (promote it once it is under way)")
+        promote = None
     if promote is not None:
         ro = _set(ro, paused=False, pause_reason=None, paused_at=None)
         if promote == "full" or strategy != "Canary":
@@ -326,8 +331,10 @@ def _progress(inp: Inputs, p: _Progress, run: RunAssessment, analysis: dict[str,
         if ro.paused:
             reason, message = Reason.PAUSED, f"paused ({ro.pause_reason}): " + message
     pods = inp.replicas if ro.promoting else p.pods
+    # Once it has served users, the new revision may take them all while the stable has no ready pod.
+    routing = replace(p.traffic, fallback=(inp.target,)) if _served(inp, ro) else p.traffic
     return Decision(Situation.ROLLING, reason, message, inp.stable,
-                    _only(inp, {inp.stable: inp.replicas, inp.target: pods}), p.traffic, ro,
+                    _only(inp, {inp.stable: inp.replicas, inp.target: pods}), routing, ro,
                     canary=inp.target, weight=ro.weight, step=p.step, analysis=analysis, records=notes.records,
                     events=tuple(notes.events), requeue_after=notes.requeue)
 
@@ -525,7 +532,7 @@ def _attempt(inp: Inputs, notes: _Notes) -> tuple[RolloutState, dict[str, Metric
     """The rollout state of this attempt at the target: continued, or started afresh (with empty
     analysis) when the target or the rollout settings changed."""
     ro = inp.rollout
-    if ro.revision == inp.target and ro.rollout_hash == inp.rollout_hash and not ro.promoted_at:
+    if _continues(inp):
         return ro, _analysis(inp, ro)
     if ro.revision and ro.revision not in (inp.target, inp.stable) and not ro.promoted_at:
         notes.event("Normal", "Superseded", f"rollout of {ro.revision} replaced by {inp.target}")
@@ -540,6 +547,11 @@ def _attempt(inp: Inputs, notes: _Notes) -> tuple[RolloutState, dict[str, Metric
     now = iso(inp.now)
     return RolloutState(revision=inp.target, rollout_hash=inp.rollout_hash, started_at=now,
                         step_started_at=None if strategy == "BlueGreen" else now), {}
+
+
+def _continues(inp: Inputs) -> bool:
+    ro = inp.rollout
+    return ro.revision == inp.target and ro.rollout_hash == inp.rollout_hash and not ro.promoted_at
 
 
 def _analysis(inp: Inputs, ro: RolloutState) -> dict[str, MetricState]:

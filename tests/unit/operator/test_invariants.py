@@ -1,0 +1,350 @@
+"""The rollout core's promises, checked by a stateful property-based test.
+
+Hypothesis drives the strict model of the cluster (sim.py) through random sequences of what
+happens to a ModelDeployment in real life: spec changes and reverts (as Argo CD applies them),
+replica changes, ``kubectl scale`` by hand, pods that are slow or never become ready, GPUs that
+run out, measurements of every verdict, golden prompts that pass or fail, manual commands,
+time passing, and the operator crashing after any single write. After every reconcile:
+
+(a) while a revision users may be sent to has ready pods, no request goes to a Service or
+    backend with no ready pod;
+(b) the stable revision keeps its full size, and a revision that had traffic when a pass began
+    is not scaled below what it had (up to spec.replicas) in that pass;
+(c) no revision is promoted without passing every step and analysis of this attempt at it
+    (or an explicit promote for this attempt);
+(d) no user reaches a revision before its golden prompts pass (a revision that once passed may
+    serve as a last resort while the stable has no ready pod);
+(e) after a pass, every revision has the replicas the plan asked for, and a few passes with no
+    change in the world leave nothing to write;
+(f) then a superseded or failed revision is at zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from modelops.config import OperatorConfig
+from modelops.domain.analysis import Measurement
+from modelops.domain.durations import seconds
+from modelops.domain.golden import GoldenAnswer
+from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
+from modelops.planning import resources
+from modelops.planning.analysis import golden_due, measurement_due
+from modelops.planning.contract import writes
+
+from .sim import T0, Sim
+
+CFG = OperatorConfig(resync_seconds=30)
+SOURCES = ["gs://models/gemma/", "gs://models/gemma-v2/", "gs://models/gemma-v3/"]
+GATEWAY = {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "inference"}]}}
+PROMPT = "Reply with the word ok."
+STEPS = {
+    "timed": [{"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50}],
+    "gated": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"analysis": {"duration": "10s"}}],
+    "none": [],
+}
+EXAMPLES = int(os.environ.get("MODELOPS_INVARIANT_EXAMPLES", "150"))
+
+
+def revision(spec: dict) -> str:
+    return resources.revision_for("chat", ModelDeploymentSpec.model_validate(spec), CFG)
+
+
+@dataclass
+class Attempt:
+    """The model's own account of an attempt at a revision (never read from the operator)."""
+
+    revision: str
+    key: str
+    started: float
+    golden_passed: bool = False
+    promote_full: bool = False
+    promotes: int = 0
+    measurements: list[bool] = field(default_factory=list)  # each delivered measurement: all healthy?
+    served: bool = False  # users reached it in this attempt
+
+
+class RolloutMachine(RuleBasedStateMachine):
+    @initialize(strategy=st.sampled_from(["Canary", "BlueGreen", "ABTest"]),
+                router=st.sampled_from(["service", "gateway-api"]), golden=st.booleans(),
+                analysis=st.booleans(), bake=st.booleans(), steps=st.sampled_from(sorted(STEPS)),
+                replicas=st.integers(1, 3), gpus=st.sampled_from([None, None, 4, 5]),
+                auto=st.booleans())
+    def setup(self, strategy, router, golden, analysis, bake, steps, replicas, gpus, auto) -> None:
+        rollout: dict = {"strategy": strategy, "progressDeadline": "2m"}
+        if strategy == "Canary":
+            rollout["canary"] = {"steps": STEPS[steps]}
+        elif strategy == "BlueGreen":
+            rollout["blueGreen"] = {"autoPromote": auto, "scaleDownDelay": "30s"}
+        else:
+            rollout["abTest"] = {"weight": 25, "match": [{"headers": {"x-variant": "b"}}]}
+        a: dict = {}
+        if analysis:
+            a.update(interval="5s", window="10s", failureLimit=1, consecutiveErrorLimit=3,
+                     provider={"prometheus": {"address": "http://prom:9090"}},
+                     metrics=[{"name": "errors", "template": "errorRate", "max": 0.05, "minSamples": 10}])
+            if bake:
+                a["bakeTime"] = "1m"
+        if golden:
+            a["prePromotion"] = {"goldenPrompts": [{"prompt": PROMPT, "expect": {"regex": "(?i)ok"}}]}
+        if a:
+            rollout["analysis"] = a
+        self.spec = {"model": {"name": "gemma", "source": SOURCES[0]}, "replicas": replicas,
+                     "resources": {"gpu": {"count": 1}},
+                     "traffic": GATEWAY if router == "gateway-api" else {"router": "service"}, "rollout": rollout}
+        self.sim = Sim(self.spec, CFG, gpus=gpus + replicas if gpus else None)
+        self.revisions = {revision({**self.spec, "model": {"name": "gemma", "source": s}}): i
+                          for i, s in enumerate(SOURCES)}
+        self.health = {r: "ok" for r in self.revisions}  # what each revision's metrics will show
+        self.golden_mode = {r: "pass" for r in self.revisions}
+        self.attempt = Attempt(revision(self.spec), self.key(), 0.0)
+        self.seen = self.sim.generation
+        self.ever_passed: set[str] = set()
+        self.warm_for_rollback: str | None = None
+        for _ in range(10):
+            self.reconcile_once(None, 3)
+        assert self.sim.status.get("stableRevision") == revision(self.spec), self.sim.status.get("message")
+
+    # ------------------------------------------------------------------ the world
+    def key(self) -> str:
+        return repr(self.sim.spec["rollout"]) + self.sim.spec["traffic"].get("router", "")
+
+    def user_changed_spec(self, new: dict) -> None:
+        self.sim.set_spec(new)
+
+    def begin_pass(self) -> None:
+        """What the operator can tell when a pass begins: a new attempt when the target or the
+        rollout settings differ from the last pass, or when a failed target is retried by a new
+        generation. A promote present now counts for the attempt it meets (not a brand-new one)."""
+        target, key, generation = revision(self.sim.spec), self.key(), self.sim.generation
+        rec = {r["name"]: r for r in self.sim.status.get("revisions", [])}.get(target, {})
+        retried = rec.get("outcome") in ("RolledBack", "Failed") and rec.get("generation") != generation
+        new = (target, key) != (self.attempt.revision, self.attempt.key) or (retried and generation != self.seen)
+        if new:
+            self.attempt = Attempt(target, key, self.clock())
+        self.seen = generation
+        promote = self.sim.annotations.get("modelops.dev/promote")
+        if promote is not None and not new:
+            self.attempt.promote_full |= promote == "full"
+            self.attempt.promotes += 1
+
+    def clock(self) -> float:
+        return (self.sim.now - T0).total_seconds()
+
+    @rule(i=st.integers(0, 2))
+    def change_source(self, i: int) -> None:
+        new = copy.deepcopy(self.sim.spec)
+        new["model"]["source"] = SOURCES[i]
+        self.user_changed_spec(new)
+
+    @rule(n=st.integers(1, 3))
+    def change_replicas(self, n: int) -> None:
+        new = copy.deepcopy(self.sim.spec)
+        new["replicas"] = n
+        self.user_changed_spec(new)
+
+    @rule(deadline=st.sampled_from(["2m", "5m"]))
+    def change_progress_deadline(self, deadline: str) -> None:
+        new = copy.deepcopy(self.sim.spec)
+        new["rollout"]["progressDeadline"] = deadline
+        self.user_changed_spec(new)
+
+    @rule(i=st.integers(0, 2), n=st.integers(0, 3))
+    def kubectl_scale(self, i: int, n: int) -> None:
+        rev = list(self.revisions)[i]
+        self.sim.kubectl_scale(rev, n)
+
+    @rule(i=st.integers(0, 2), broken=st.booleans())
+    def pods_never_ready(self, i: int, broken: bool) -> None:
+        rev = list(self.revisions)[i]
+        (self.sim.never_ready.add if broken else self.sim.never_ready.discard)(rev)
+
+    @rule(i=st.integers(0, 2), mode=st.sampled_from(["ok", "ok", "bad", "thin", "down"]))
+    def metrics_show(self, i: int, mode: str) -> None:
+        self.health[list(self.revisions)[i]] = mode
+
+    @rule(i=st.integers(0, 2), mode=st.sampled_from(["pass", "pass", "fail", "unreachable"]))
+    def golden_answers(self, i: int, mode: str) -> None:
+        self.golden_mode[list(self.revisions)[i]] = mode
+
+    @rule(command=st.sampled_from(["promote", "promote=full", "abort", "pause", "resume"]))
+    def command(self, command: str) -> None:
+        name, _, value = command.partition("=")
+        self.sim.annotate(name, value)
+
+    @rule(secs=st.sampled_from([1, 3, 5, 11, 30, 61, 130]))
+    def time_passes(self, secs: float) -> None:
+        self.sim.tick(secs)
+
+    # ------------------------------------------------------------------ the operator
+    @rule(crash=st.one_of(st.none(), st.integers(0, 6)), secs=st.sampled_from([0, 1, 3, 5]))
+    def reconcile(self, crash: int | None, secs: float) -> None:
+        self.reconcile_once(crash, secs)
+
+    @rule()
+    def quiesce(self) -> None:
+        """Nothing changes in the world: a few passes leave nothing to write, and every revision
+        the rollout no longer needs is at zero (e, f)."""
+        for _ in range(3):
+            self.reconcile_once(None, 0)
+        observed = self.sim.observed()
+        from modelops.planning import reconcile as planner
+        from modelops.planning.contract import Owner
+
+        owner = Owner("chat", "ml", "uid-1", self.sim.generation, self.sim.spec, self.sim.status,
+                      dict(self.sim.annotations))
+        plan = planner.plan(owner, observed, CFG, self.sim.now)
+        left = [w for w in writes(plan, observed)
+                if w.kind not in ("annotations",) and not (w.kind == "apply" and w.obj["kind"] == "ConfigMap")]
+        assert not left, f"(e) still writing with nothing changing: {[(w.kind, w.name) for w in left]}"
+        status = self.sim.status
+        ro = status.get("rollout") or {}
+        needed = {status.get("stableRevision"), status.get("canaryRevision"), ro.get("previousRevision")}
+        stable = status.get("stableRevision")
+        fallback = stable is None or self.sim.ready(stable) == 0
+        for name, d in self.sim.deployments.items():
+            if name not in needed and not (fallback and name in self.sim.reaches()):
+                assert d.replicas == 0, f"(f) {name} should be at zero: {status.get('message')}"
+
+    def reconcile_once(self, crash: int | None, secs: float) -> None:
+        sim = self.sim
+        sim.tick(secs)
+        self.begin_pass()
+        before_status = copy.deepcopy(sim.status)
+        before_reach = sim.reaches()
+        before_replicas = {n: d.replicas for n, d in sim.deployments.items()}
+        measurements, golden = self.measure(), self.ask()
+        plan = sim.step(measurements=measurements, golden=golden, crash=crash)
+        status_written = any(w.kind == "status" for w in sim.last_writes)
+        if status_written:
+            if measurements:
+                self.attempt.measurements.append(all(m.error is None and (m.samples or 0) >= 10 and
+                                                     (m.value or 0) <= 0.05 for m in measurements))
+            if golden and golden[0].status == 200 and golden[0].text == "OK." and self.asked == self.attempt.revision:
+                self.attempt.golden_passed = True
+                self.ever_passed.add(self.asked)
+        self.check(before_status, before_reach, before_replicas, crash is None, plan)
+
+    def measure(self) -> list[Measurement] | None:
+        spec, status = self.parsed()
+        if spec is None:
+            return None
+        request = measurement_due("ml", "chat", spec, status, self.sim.now)
+        if request is None:
+            return None
+        mode = self.health.get(request.revision, "ok")
+        out = []
+        for q in request.queries:
+            if mode == "down":
+                out.append(Measurement(q.metric, q.value, error="connection refused"))
+            else:
+                out.append(Measurement(q.metric, q.value, value=0.5 if mode == "bad" else 0.0,
+                                       samples=3 if mode == "thin" else 100, stable_value=0.0 if q.stable else None))
+        return out
+
+    def ask(self) -> list[GoldenAnswer] | None:
+        spec, status = self.parsed()
+        if spec is None:
+            return None
+        revision = status.rollout.revision if status.rollout else ""
+        request = golden_due("ml", "chat", spec, status, self.sim.ready(revision), self.sim.now)
+        if request is None:
+            return None
+        self.asked = request.revision
+        mode = self.golden_mode.get(request.revision, "pass")
+        if mode == "unreachable":
+            return [GoldenAnswer(PROMPT, None, error="connection refused")]
+        return [GoldenAnswer(PROMPT, 200, "OK." if mode == "pass" else "no", 0.1)]
+
+    def parsed(self):
+        try:
+            return (ModelDeploymentSpec.model_validate(self.sim.spec),
+                    ModelDeploymentStatus.model_validate(self.sim.status))
+        except ValueError:
+            return None, None
+
+    # ------------------------------------------------------------------ the promises
+    def check(self, before: dict, reach_before: set[str], replicas_before: dict[str, int], complete: bool,
+              plan) -> None:
+        sim, status = self.sim, self.sim.status
+        n = sim.spec["replicas"]
+        stable = status.get("stableRevision")
+        share = sim.traffic()
+        reach = sim.reaches()
+        golden = bool((sim.spec["rollout"].get("analysis") or {}).get("prePromotion"))
+        # revisions users may be sent to: the stable, the one rolled out once it served in this
+        # attempt, and the previous revision while it is kept warm for a rollback
+        warm = (status.get("rollout") or {}).get("previousRevision")
+        acceptable = {r for r in (stable, warm, self.attempt.revision if self.attempt.served else None) if r}
+        # (a) no request to a Service without ready pods while a revision users may reach has some
+        if "" in share:
+            assert not any(sim.ready(r) for r in acceptable if r in sim.deployments), \
+                f"(a) {share[''] :.0%} of requests go nowhere while {acceptable} has ready pods: {status.get('message')}"
+        # (b) capacity: the stable at full size after a complete pass; nothing with traffic shrunk
+        for r in reach_before:
+            if r in sim.deployments:
+                assert sim.deployments[r].replicas >= min(replicas_before.get(r, 0), n), \
+                    f"(b) {r} had traffic and was scaled from {replicas_before.get(r)} to {sim.deployments[r].replicas}"
+        if complete and stable:
+            assert sim.deployments[stable].replicas >= n, f"(b) the stable {stable} is below {n} replicas"
+        # (c) promotion only after this attempt passed its steps and analysis (or a promote)
+        old_stable = before.get("stableRevision")
+        if stable and old_stable and stable != old_stable:
+            if stable == self.warm_for_rollback and status.get("phase") == "RolledBack":
+                pass  # a bake rollback to the revision kept warm
+            else:
+                self.check_promotion(stable)
+                self.warm_for_rollback = old_stable
+        # (d) no user reaches a revision before its golden prompts pass: the one rolled out only after
+        # passing them in this attempt (checked once a pass has written what it wanted); any other
+        # only if it passed them once (it may be draining, or serving as a last resort)
+        if golden:
+            for r in reach - {stable}:
+                if r == self.attempt.revision and complete:
+                    assert self.attempt.golden_passed, \
+                        f"(d) users reach {r} before its golden prompts passed: {status.get('message')}"
+                assert r in self.ever_passed or r == self.attempt.revision, f"(d) users reach {r}, never gated"
+            if stable and stable != old_stable and old_stable is None:
+                assert self.attempt.golden_passed or stable in self.ever_passed, "(d) first revision served ungated"
+        # (e) the replicas the plan asked for
+        if complete:
+            for name, want in plan.replicas.items():
+                if name in sim.deployments:
+                    assert sim.deployments[name].replicas == want, f"(e) {name}: {sim.deployments[name].replicas} != {want}"
+        self.attempt.served |= self.attempt.revision in reach
+
+    def check_promotion(self, promoted: str) -> None:
+        a = self.attempt
+        rollout = self.sim.spec["rollout"]
+        assert promoted == a.revision, f"(c) {promoted} promoted, but the spec asks for {a.revision}"
+        if (rollout.get("analysis") or {}).get("prePromotion"):
+            assert a.golden_passed, f"(c) {promoted} promoted without passing its golden prompts"
+        if a.promote_full:
+            return
+        strategy = rollout["strategy"]
+        if strategy == "ABTest" or (strategy == "BlueGreen" and not rollout["blueGreen"]["autoPromote"]):
+            assert a.promotes > 0, f"(c) {strategy} promoted {promoted} with no promote"
+        if strategy == "Canary":
+            steps = rollout["canary"]["steps"]
+            untimed = sum(1 for s in steps if "pause" in s and not s["pause"].get("duration"))
+            assert a.promotes >= untimed, f"(c) {promoted} promoted past {untimed} open pause(s) with {a.promotes} promotes"
+            if a.promotes == 0:
+                waited = sum(seconds(s["pause"]["duration"]) for s in steps if s.get("pause", {}).get("duration"))
+                waited += sum(seconds(s["analysis"]["duration"]) for s in steps if (s.get("analysis") or {}).get("duration"))
+                assert self.clock() - a.started >= waited, f"(c) {promoted} promoted before its pauses ran"
+        if (rollout.get("analysis") or {}).get("metrics"):
+            assert a.measurements and a.measurements[-1], \
+                f"(c) {promoted} promoted without a healthy last measurement: {a.measurements}"
+
+
+RolloutMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
+    phases=[p for p in Phase if p != Phase.shrink or os.environ.get("MODELOPS_INVARIANT_SHRINK", "1") == "1"],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_rollout_invariants = RolloutMachine.TestCase
