@@ -22,6 +22,7 @@ time passing, and the operator crashing after any single write. After every reco
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -191,17 +192,20 @@ class RolloutMachine(RuleBasedStateMachine):
     def quiesce(self) -> None:
         """Nothing changes in the world: a few passes leave nothing to write, and every revision
         the rollout no longer needs is at zero (e, f)."""
-        for _ in range(3):
-            self.reconcile_once(None, 0)
-        observed = self.sim.observed()
         from modelops.planning import reconcile as planner
         from modelops.planning.contract import Owner
 
-        owner = Owner("chat", "ml", "uid-1", self.sim.generation, self.sim.spec, self.sim.status,
-                      dict(self.sim.annotations))
-        plan = planner.plan(owner, observed, CFG, self.sim.now)
-        left = [w for w in writes(plan, observed)
-                if w.kind not in ("annotations",) and not (w.kind == "apply" and w.obj["kind"] == "ConfigMap")]
+        left: list = []
+        for _ in range(6):  # a change ripples through a few passes (traffic first, then capacity)
+            observed = self.sim.observed()
+            owner = Owner("chat", "ml", "uid-1", self.sim.generation, self.sim.spec, self.sim.status,
+                          dict(self.sim.annotations))
+            plan = planner.plan(owner, observed, CFG, self.sim.now)
+            left = [w for w in writes(plan, observed)
+                    if w.kind != "annotations" and not (w.kind == "apply" and w.obj["kind"] == "ConfigMap")]
+            if not left:
+                break
+            self.reconcile_once(None, 0)
         assert not left, f"(e) still writing with nothing changing: {[(w.kind, w.name) for w in left]}"
         status = self.sim.status
         ro = status.get("rollout") or {}
@@ -286,11 +290,14 @@ class RolloutMachine(RuleBasedStateMachine):
         if "" in share:
             assert not any(sim.ready(r) for r in acceptable if r in sim.deployments), \
                 f"(a) {share[''] :.0%} of requests go nowhere while {acceptable} has ready pods: {status.get('message')}"
-        # (b) capacity: the stable at full size after a complete pass; nothing with traffic shrunk
+        # (b) capacity: the stable at full size after a complete pass; a revision that had traffic when
+        # the pass began keeps what its share needs, and keeps all its pods in the pass that moves
+        # its traffic away (traffic first, capacity after)
         for r in reach_before:
             if r in sim.deployments:
-                assert sim.deployments[r].replicas >= min(replicas_before.get(r, 0), n), \
-                    f"(b) {r} had traffic and was scaled from {replicas_before.get(r)} to {sim.deployments[r].replicas}"
+                have, had = sim.deployments[r].replicas, replicas_before.get(r, 0)
+                need = had if r not in reach else math.ceil(n * share.get(r, 0.0) - 1e-9)
+                assert have >= min(had, need), f"(b) {r} had traffic and was scaled from {had} to {have}"
         if complete and stable:
             assert sim.deployments[stable].replicas >= n, f"(b) the stable {stable} is below {n} replicas"
         # (c) promotion only after this attempt passed its steps and analysis (or a promote)
