@@ -50,6 +50,7 @@ STEPS = {
     "gated": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"analysis": {"duration": "10s"}}],
     "none": [],
 }
+WHO = st.one_of(st.sampled_from(["stable", "target", "canary"]), st.integers(0, 2))
 EXAMPLES = int(os.environ.get("MODELOPS_INVARIANT_EXAMPLES", "150"))
 
 
@@ -67,7 +68,8 @@ class Attempt:
     golden_passed: bool = False
     promote_full: bool = False
     promotes: int = 0
-    measurements: list[bool] = field(default_factory=list)  # each delivered measurement: all healthy?
+    measurements: list[tuple[int, bool]] = field(default_factory=list)  # (pass, all healthy?) as delivered
+    raised: int = -1  # the pass in which users' share of it last grew
     served: bool = False  # users reached it in this attempt
 
 
@@ -106,6 +108,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.golden_mode = {r: "pass" for r in self.revisions}
         self.attempt = Attempt(revision(self.spec), self.key(), 0.0)
         self.seen = self.sim.generation
+        self.passes = 0
         self.ever_passed: set[str] = set()
         self.warm_for_rollback: str | None = None
         for _ in range(10):
@@ -132,7 +135,8 @@ class RolloutMachine(RuleBasedStateMachine):
         self.seen = generation
         promote = self.sim.annotations.get("modelops.dev/promote")
         if promote is not None and not new:
-            self.attempt.promote_full |= promote == "full"
+            # a promote of a blue-green or A/B test is the whole promotion (a person decided)
+            self.attempt.promote_full |= promote == "full" or self.sim.spec["rollout"]["strategy"] != "Canary"
             self.attempt.promotes += 1
 
     def clock(self) -> float:
@@ -156,23 +160,38 @@ class RolloutMachine(RuleBasedStateMachine):
         new["rollout"]["progressDeadline"] = deadline
         self.user_changed_spec(new)
 
-    @rule(i=st.integers(0, 2), n=st.integers(0, 3))
-    def kubectl_scale(self, i: int, n: int) -> None:
-        rev = list(self.revisions)[i]
-        self.sim.kubectl_scale(rev, n)
+    def pick(self, who: str | int) -> str:
+        """A revision by role (the stable, the one the spec asks for, the canary) or by index."""
+        if isinstance(who, int):
+            return list(self.revisions)[who]
+        status = self.sim.status
+        named = {"stable": status.get("stableRevision"), "target": revision(self.sim.spec),
+                 "canary": status.get("canaryRevision")}[who]
+        return named or revision(self.sim.spec)
 
-    @rule(i=st.integers(0, 2), broken=st.booleans())
-    def pods_never_ready(self, i: int, broken: bool) -> None:
-        rev = list(self.revisions)[i]
-        (self.sim.never_ready.add if broken else self.sim.never_ready.discard)(rev)
+    @rule(who=WHO, n=st.integers(0, 3))
+    def kubectl_scale(self, who, n: int) -> None:
+        self.sim.kubectl_scale(self.pick(who), n)
 
-    @rule(i=st.integers(0, 2), mode=st.sampled_from(["ok", "ok", "bad", "thin", "down"]))
-    def metrics_show(self, i: int, mode: str) -> None:
-        self.health[list(self.revisions)[i]] = mode
+    @rule(who=WHO, broken=st.booleans())
+    def pods_never_ready(self, who, broken: bool) -> None:
+        """Pods that are not ready (a crash loop, a model that does not load) or that recover."""
+        (self.sim.never_ready.add if broken else self.sim.never_ready.discard)(self.pick(who))
 
-    @rule(i=st.integers(0, 2), mode=st.sampled_from(["pass", "pass", "fail", "unreachable"]))
-    def golden_answers(self, i: int, mode: str) -> None:
-        self.golden_mode[list(self.revisions)[i]] = mode
+    @rule(who=WHO, mode=st.sampled_from(["ok", "ok", "bad", "thin", "down"]))
+    def metrics_show(self, who, mode: str) -> None:
+        self.health[self.pick(who)] = mode
+
+    @rule(who=WHO, mode=st.sampled_from(["pass", "fail", "unreachable"]))
+    def golden_answers(self, who, mode: str) -> None:
+        self.golden_mode[self.pick(who)] = mode
+
+    @rule(steps=st.sampled_from(sorted(STEPS)))
+    def change_steps(self, steps: str) -> None:
+        new = copy.deepcopy(self.sim.spec)
+        if new["rollout"]["strategy"] == "Canary":
+            new["rollout"]["canary"] = {"steps": STEPS[steps]}
+            self.user_changed_spec(new)
 
     @rule(command=st.sampled_from(["promote", "promote=full", "abort", "pause", "resume"]))
     def command(self, command: str) -> None:
@@ -224,12 +243,17 @@ class RolloutMachine(RuleBasedStateMachine):
         before_reach = sim.reaches()
         before_replicas = {n: d.replicas for n, d in sim.deployments.items()}
         measurements, golden = self.measure(), self.ask()
+        share_before = sim.traffic().get(self.attempt.revision, 0.0)
         plan = sim.step(measurements=measurements, golden=golden, crash=crash)
+        self.passes += 1
+        grew = sim.traffic().get(self.attempt.revision, 0.0) > share_before + 1e-9
+        if grew and sim.status.get("stableRevision") != self.attempt.revision:  # a step, not the promotion
+            self.attempt.raised = self.passes
         status_written = any(w.kind == "status" for w in sim.last_writes)
         if status_written:
             if measurements:
-                self.attempt.measurements.append(all(m.error is None and (m.samples or 0) >= 10 and
-                                                     (m.value or 0) <= 0.05 for m in measurements))
+                self.attempt.measurements.append((self.passes, all(m.error is None and (m.samples or 0) >= 10 and
+                                                     (m.value or 0) <= 0.05 for m in measurements)))
             if golden and golden[0].status == 200 and golden[0].text == "OK." and self.asked == self.attempt.revision:
                 self.attempt.golden_passed = True
                 self.ever_passed.add(self.asked)
@@ -346,8 +370,11 @@ class RolloutMachine(RuleBasedStateMachine):
                 waited += sum(seconds(s["analysis"]["duration"]) for s in steps if (s.get("analysis") or {}).get("duration"))
                 assert self.clock() - a.started >= waited, f"(c) {promoted} promoted before its pauses ran"
         if (rollout.get("analysis") or {}).get("metrics"):
-            assert a.measurements and a.measurements[-1], \
+            assert a.measurements and a.measurements[-1][1], \
                 f"(c) {promoted} promoted without a healthy last measurement: {a.measurements}"
+            if strategy == "Canary" and a.raised >= 0:
+                assert any(at > a.raised for at, _ in a.measurements), \
+                    f"(c) {promoted} promoted with no measurement after its share last grew (pass {a.raised})"
 
 
 RolloutMachine.TestCase.settings = settings(
