@@ -103,7 +103,8 @@ def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime, golden: Gold
         status = ModelDeploymentStatus.model_validate(owner.status)
     except ValueError:
         return None
-    ready = observed.revisions[status.canary_revision].ready if status.canary_revision in observed.revisions else 0
+    revision = status.rollout.revision if status.rollout else None  # the revision the gate is for
+    ready = observed.revisions[revision].ready if revision in observed.revisions else 0
     request = golden_due(owner.namespace, owner.name, spec, status, ready, now)
     return golden.ask(request) if request else None
 
