@@ -48,7 +48,7 @@ def _bearer(path: Any) -> dict[str, str]:
 def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], Any] = default_gcs_client) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        metrics = GatewayMetrics(settings.model, settings.revision, settings.engine)
+        metrics = GatewayMetrics(settings.model, settings.revision, settings.engine, settings.namespace)
         holder = ServingConfigHolder(
             make_source(settings.metadata_uri, settings.metadata_filename, gcs_client_factory),
             on_loaded=lambda c: metrics.metadata_loaded(c.source_uri, c.generation, c.version),

@@ -40,11 +40,15 @@ def _count_tasks() -> float:
 
 
 class GatewayMetrics:
-    def __init__(self, model: str, revision: str, engine: str) -> None:
+    def __init__(self, model: str, revision: str, engine: str, namespace: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.namespace = namespace
         self.model = model
         self.revision = revision
-        base = ("model", "revision")
+        # The pod's namespace: revision names do not include it, so two same-named ModelDeployments
+        # in two namespaces would otherwise share series (and each other's analysis). Where a scrape
+        # config also sets a target label `namespace`, Prometheus keeps that one (the same value).
+        base = ("namespace", "model", "revision")
         r = self.registry
         self.requests = Counter(f"{PREFIX}_requests", "Inference requests by route and status code",
                                 [*base, "route", "code"], registry=r)
@@ -85,20 +89,20 @@ class GatewayMetrics:
                                     base, registry=r)
         self.loop_tasks = Gauge(f"{PREFIX}_event_loop_tasks", "asyncio tasks alive in the gateway's event loop "
                                 "(a leak shows as growth under steady load)", base, registry=r)
-        self.loop_tasks.labels(model, revision).set_function(_count_tasks)
+        self.loop_tasks.labels(namespace, model, revision).set_function(_count_tasks)
         self._engine = engine
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._inflight = self.inflight.labels(model, revision)
+        self._inflight = self.inflight.labels(namespace, model, revision)
         self._inflight.set(0)
-        self.engine_ready.labels(model, revision, engine).set(0)
-        self.metadata_generation.labels(model, revision).set(0)
-        self.metadata_stale.labels(model, revision).set(0)
+        self.engine_ready.labels(namespace, model, revision, engine).set(0)
+        self.metadata_generation.labels(namespace, model, revision).set(0)
+        self.metadata_stale.labels(namespace, model, revision).set(0)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(self.model, self.revision, *labels)
+            child = self._children[key] = metric.labels(self.namespace, self.model, self.revision, *labels)
         return child
 
     # --- per request ------------------------------------------------------------
@@ -145,18 +149,18 @@ class GatewayMetrics:
 
     # --- state --------------------------------------------------------------------
     def set_engine_ready(self, ready: bool) -> None:
-        self.engine_ready.labels(self.model, self.revision, self._engine).set(1 if ready else 0)
+        self.engine_ready.labels(self.namespace, self.model, self.revision, self._engine).set(1 if ready else 0)
 
     def metadata_loaded(self, uri: str | None, generation: int | None, version: str | None) -> None:
         self.metadata_info.clear()
-        self.metadata_info.labels(self.model, self.revision, uri or "", str(generation or ""), version or "").set(1)
-        self.metadata_generation.labels(self.model, self.revision).set(generation or 0)
-        self.metadata_stale.labels(self.model, self.revision).set(0)
-        self.metadata_reloads.labels(self.model, self.revision, "ok").inc()
+        self.metadata_info.labels(self.namespace, self.model, self.revision, uri or "", str(generation or ""), version or "").set(1)
+        self.metadata_generation.labels(self.namespace, self.model, self.revision).set(generation or 0)
+        self.metadata_stale.labels(self.namespace, self.model, self.revision).set(0)
+        self.metadata_reloads.labels(self.namespace, self.model, self.revision, "ok").inc()
 
     def metadata_failed(self, keeping_old: bool) -> None:
-        self.metadata_reloads.labels(self.model, self.revision, "error").inc()
-        self.metadata_stale.labels(self.model, self.revision).set(1 if keeping_old else 0)
+        self.metadata_reloads.labels(self.namespace, self.model, self.revision, "error").inc()
+        self.metadata_stale.labels(self.namespace, self.model, self.revision).set(1 if keeping_old else 0)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

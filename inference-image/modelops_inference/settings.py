@@ -27,6 +27,7 @@ class GatewaySettings(BaseSettings):
     engine_model: str | None = Field(
         default=None, description="the name the engine knows the model by (default: MODEL), e.g. an Ollama tag")
     revision: str = "unknown"
+    namespace: str = Field(default="", description="the pod's namespace (a label on every metric)")
     engine_api_key_file: Path | None = Field(
         default=None, description="file holding a bearer token sent to the engine (openai-type upstreams)")
 

@@ -1,7 +1,8 @@
 """When to measure, and what: the analysis queries for a revision (pure).
 
 Built-in templates read the gateway's metrics, which every pod exposes the same way for
-vLLM and Ollama, labelled with the revision:
+vLLM and Ollama, labelled with the pod's namespace and the revision (a revision's name does not
+include the namespace, so both are needed):
 
 - ``errorRate``: share of 5xx responses;
 - ``latencyP95``: 95th percentile of request duration (seconds);
@@ -23,14 +24,14 @@ from modelops.domain.timestamps import parse
 REQUESTS = "modelops_gateway_requests_total"
 TEMPLATES = {
     # "or vector(0)": no 5xx series at all means a rate of 0, not "no data".
-    "errorRate": (f'(sum(rate({REQUESTS}{{revision="{{{{revision}}}}",code=~"5.."}}[{{{{window}}}}])) or vector(0)) / '
-                  f'sum(rate({REQUESTS}{{revision="{{{{revision}}}}"}}[{{{{window}}}}]))'),
+    "errorRate": (f'(sum(rate({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",code=~"5.."}}[{{{{window}}}}])) or vector(0)) / '
+                  f'sum(rate({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'),
     "latencyP95": ('histogram_quantile(0.95, sum by (le) (rate(modelops_gateway_request_duration_seconds_bucket'
-                   '{revision="{{revision}}"}[{{window}}])))'),
+                   '{namespace="{{namespace}}",revision="{{revision}}"}[{{window}}])))'),
     "ttftP95": ('histogram_quantile(0.95, sum by (le) (rate(modelops_gateway_time_to_first_token_seconds_bucket'
-                '{revision="{{revision}}"}[{{window}}])))'),
+                '{namespace="{{namespace}}",revision="{{revision}}"}[{{window}}])))'),
 }
-SAMPLES = f'sum(increase({REQUESTS}{{revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
+SAMPLES = f'sum(increase({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         {"name": "MODELOPS_ENGINE_URL", "value": f"http://127.0.0.1:{engine_port}"},
         {"name": "MODELOPS_MODEL", "value": ctx.spec.model.name},
         {"name": "MODELOPS_REVISION", "value": ctx.revision},
+        # a label on every metric: the analysis queries filter on it (revision names omit the namespace)
+        {"name": "MODELOPS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "MODELOPS_PORT", "value": str(GATEWAY_PORT)},
         {"name": "MODELOPS_SPLIT_FILE", "value": f"{SPLIT_DIR}/{SPLIT_FILE}"},
     ]
