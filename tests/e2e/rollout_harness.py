@@ -1,14 +1,47 @@
-"""Stand-ins for revision pods, real Prometheus scraping them, and traffic by published weights.
+"""Stand-ins for revision pods, real Prometheus scraping them, and user traffic routed as a
+router would route it, with every failed request counted.
 
 kwok pods run no containers, so for each revision Deployment the operator creates, the
-harness starts what its pod would run: the real gateway (the inference image's
-``modelops_inference.gateway``) in front of a stub OpenAI-compatible engine whose
-errors a test can switch on. Prometheus (real) scrapes every gateway each second. A
-traffic thread sends chat requests, choosing the revision by the weights in the
-HTTPRoute the operator publishes, as a Gateway API implementation would. For A/B tests the
-harness also plays the kubelet and cluster DNS: it copies the operator's split ConfigMap
-into each stand-in's split file (what the optional ConfigMap volume does in a pod), with
-the challenger Service's address mapped to the challenger's stand-in.
+harness runs what its pods would run: the real gateway (the inference image's
+``modelops_inference.gateway``) in front of a stub OpenAI-compatible engine whose errors a
+test can switch on (``fail``) or slow down (``slow``). A stand-in serves only while its
+Deployment reports available replicas (``status.availableReplicas > 0``): when that drops to
+0 it is stopped (its address refuses connections, Prometheus loses the target, the
+revision-URL file the operator's golden-prompt gate reads no longer names it) and when pods
+are available again a new one serves. Like a container in a pod that is not ready yet, a new
+stand-in starts as soon as the Deployment wants replicas, unseen: nothing learns its address
+(no route, no target, no URL, no split) until the Deployment has available pods.
+
+Prometheus (real) scrapes every running gateway each second. A traffic thread sends chat
+requests continuously (about 30 a second) the way users reach the model:
+
+- ``gateway-api``: through the HTTPRoute's default (last) rule, a backendRef chosen by weight;
+  the backend Service sends to the ready pods it selects. A backend Service that selects no
+  available pod has no endpoints: the request FAILS (recorded as 503 "no endpoints"); a
+  Gateway does not re-route it to another backend.
+- ``service``: through the Service ``<name>``, as kube-proxy does: over the ready endpoints of
+  every revision its selector matches (one revision when the selector names
+  ``modelops.dev/revision``; every revision of the ModelDeployment during a canary split,
+  weighted by their available replicas). No endpoint: the request fails.
+- blue-green (``preview_traffic``): half the requests test the ``<name>-preview`` Service
+  once it has endpoints, as a person would.
+- A/B: the harness plays the kubelet and cluster DNS: it copies the operator's split
+  ConfigMap into each stand-in's split file, with the challenger Service's address mapped to
+  the challenger's stand-in; the answering revision is read from ``x-modelops-revision``.
+
+The view a request is routed by is a consistent snapshot: the routing objects (Services,
+HTTPRoute) are read before and after the Deployments, and a view is used only when both
+reads agree, so the availability it pairs with the routing really coexisted with it. A
+stand-in is stopped only after every request routed by an older view has finished. Outage
+windows shorter than the discovery period (a quarter of a second) can be missed; a revision
+whose pods are available while its stand-in is still starting is not sent to (counted in
+``deferred``, never as a failure).
+
+Every request is recorded with the revision it went to and its status, and classified:
+``ok``; ``outage`` (no endpoints, no such Service or route backend, connection refused: the
+router selected something that could not serve); ``error`` (an error status, a broken stream
+or a timeout from a revision nobody failed on purpose); ``excused`` (an error status from a
+revision the test failed with ``fail``). ``assert_no_outage`` fails on any outage or error.
 """
 
 from __future__ import annotations
@@ -19,8 +52,11 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from kubernetes import client
@@ -31,12 +67,16 @@ from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gemma-2-9b-it"
+GROUP, VERSION, PLURAL = "modelops.dev", "v1alpha1", "modeldeployments"
+LABEL_DEPLOYMENT, LABEL_REVISION = "modelops.dev/deployment", "modelops.dev/revision"
+DISCOVERY_PERIOD = 0.25  # seconds between views of the cluster
+REQUEST_INTERVAL = 0.03  # pause between requests: about 30 requests a second with the request time
 
 
 class StandIn:
     """One revision's pod: stub engine + real gateway, both on loopback."""
 
-    def __init__(self, revision: str, workdir: Path) -> None:
+    def __init__(self, revision: str, workdir: Path, namespace: str = "") -> None:
         self.revision = revision
         self.stub_port, self.port = free_port(), free_port()
         self.split_file = workdir / f"{revision}.split.json"
@@ -47,15 +87,24 @@ class StandIn:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         gw_env = dict(env, MODELOPS_ENGINE="openai", MODELOPS_ENGINE_URL=f"http://127.0.0.1:{self.stub_port}",
                       MODELOPS_MODEL=MODEL, MODELOPS_REVISION=revision, MODELOPS_PORT=str(self.port),
+                      MODELOPS_NAMESPACE=namespace,  # the downward API in a pod; analysis filters on it
                       MODELOPS_HOST="127.0.0.1", MODELOPS_RETRIES="0", MODELOPS_LOG_LEVEL="warning",
-                      MODELOPS_SPLIT_FILE=str(self.split_file))
+                      MODELOPS_SPLIT_FILE=str(self.split_file), MODELOPS_UNREADY_INTERVAL="0.2")
         self.gateway = subprocess.Popen([sys.executable, "-m", "modelops_inference.gateway"], cwd=ROOT, env=gw_env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, timeout=30, what=f"the stand-in gateway for {revision}")
+        try:
+            wait_for(self._ready, timeout=60, what=f"the stand-in gateway for {revision}")
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def _ready(self) -> bool:
         assert self.gateway.poll() is None and self.stub.poll() is None, f"stand-in for {self.revision} exited"
@@ -84,6 +133,61 @@ class StandIn:
         self.log.close()
 
 
+@dataclass(frozen=True)
+class View:
+    """What a router knows at one instant: pods available per revision and the routing objects."""
+
+    at: float
+    router: str  # "service" | "gateway-api"
+    available: dict[str, int]  # revision -> available replicas
+    desired: dict[str, int]  # revision -> spec.replicas
+    labels: dict[str, dict[str, str]]  # revision -> its pods' labels
+    selectors: dict[str, dict[str, str]]  # Service name -> selector
+    backends: tuple[tuple[str, int], ...] | None  # the HTTPRoute's default rule: (Service, weight); None: no route
+
+    def endpoints(self, service: str) -> dict[str, int] | None:
+        """Revisions with available pods behind ``service`` (None: no such Service)."""
+        selector = self.selectors.get(service)
+        if selector is None:
+            return None
+        if not selector:
+            return {}  # a Service without a selector gets no endpoints of its own
+        return {r: n for r, n in self.available.items()
+                if n > 0 and all(self.labels.get(r, {}).get(k) == v for k, v in selector.items())}
+
+    def selected(self, service: str) -> str | None:
+        """The revision a Service pins by label, if it does."""
+        return (self.selectors.get(service) or {}).get(LABEL_REVISION)
+
+
+@dataclass(frozen=True)
+class Routed:
+    path: str  # "route" | "service" | "preview"
+    via: str  # the Service (or route) the request went through
+    revision: str | None  # the revision chosen; None when nothing could be chosen
+    outage: str | None = None  # why the request cannot be served, if it cannot
+
+
+@dataclass(frozen=True)
+class Sent:
+    at: float  # seconds since the harness started
+    path: str
+    via: str
+    revision: str | None  # the revision that answered (x-modelops-revision) or that was chosen
+    status: int  # HTTP status; 503 for no endpoints; 0 when no HTTP answer came
+    kind: str  # ok | outage | error | excused
+    detail: str = ""
+
+
+@dataclass
+class _Routing:
+    """The routing objects as read, to compare two reads."""
+
+    router: str
+    selectors: dict[str, dict[str, str]] = field(default_factory=dict)
+    backends: tuple[tuple[str, int], ...] | None = None
+
+
 class Harness:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, prometheus: PrometheusServer,
                  workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None,
@@ -91,81 +195,304 @@ class Harness:
         self.api, self.namespace, self.name = api, namespace, name
         self.prometheus = prometheus
         self.workdir = workdir
-        self.failing = failing or set()  # revisions whose engine answers 500
-        self.standins: dict[str, StandIn] = {}
-        self.urls_file = urls_file  # the operator's MODELOPS_REVISION_URLS: revision -> stand-in gateway
-        self.sent: Counter[tuple[str, int]] = Counter()  # (revision, status)
-        self.weights: dict[str, int] = {}
+        self.failing = set(failing or ())  # revisions whose engine answers 500, on purpose
+        self.slowed: dict[str, float] = {}  # revisions whose engine starts answers late, on purpose
+        self.standins: dict[str, StandIn] = {}  # serving: up, and the Deployment has available pods
+        self._procs: dict[str, StandIn] = {}  # every running stand-in, serving or not yet
+        self.urls_file = urls_file  # OperatorProcess.revision_urls: {revision: base URL} of the serving stand-ins
         self.preview_traffic = preview_traffic  # also test the blue-green preview, as a person would
-        self.preview: str | None = None
+        self.history: list[Sent] = []
+        self.timeline: list[tuple[float, str]] = []  # what changed in the cluster, as the harness saw it
+        self.harness_errors: list[str] = []  # the harness itself broke (a stand-in did not start, ...)
+        self.deferred = 0  # requests not sent: pods available, stand-in still starting
+        self.view: View | None = None
+        self.started = time.monotonic()
+        self._serving = False  # set by the first request that had an endpoint: failures count from then on
+        self._starting: set[str] = set()
+        self._targets: set[str] = set()  # Prometheus targets of this harness' running stand-ins
+        self._starters: list[threading.Thread] = []
+        self._record_lock = threading.Lock()
+        self._sent: Counter[tuple[str, int]] = Counter()  # (revision, status)
+        self._stopping: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._discover, daemon=True),
-                         threading.Thread(target=self._traffic, daemon=True)]
+        self._lock = threading.Lock()  # the stand-in tables and the view
+        self._inflight = threading.Lock()  # held while a request is routed and sent
+        self._last_seen: dict[str, Any] = {}
+        self.dump_file = workdir / "harness-timeline.txt"  # written when the harness stops
+        self._threads = [threading.Thread(target=self._discover, daemon=True, name="harness-discover"),
+                         threading.Thread(target=self._traffic, daemon=True, name="harness-traffic")]
 
     def __enter__(self) -> "Harness":
         for t in self._threads:
             t.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=10)
-        for s in self.standins.values():
-            s.stop()
+            t.join(timeout=15)
+        for t in self._starters + self._stopping:
+            t.join(timeout=90)
+        with self._lock:
+            running = list(self._procs.values())
+            self._procs.clear()
+            self.standins.clear()
+        for s in running:
+            self._retire(s)
+        self._dump()
+        failed = self.failed_on_stable_path()
+        if exc is not None and failed:  # the scenario failed before it could count: say what users saw
+            exc.add_note("meanwhile, " + self.report(failed))
 
+    def wait_serving(self, n: int = 20, timeout: float = 60) -> None:
+        """Wait until users are being served (``n`` more answered requests): a rollout started
+        before the traffic flows would go partly unobserved."""
+        served = self.served
+        wait_for(lambda: self.served >= served + n, timeout=timeout, what=f"{n} requests served")
+
+    def _dump(self) -> None:
+        """Every request and every change seen, in time order, for a person reading a failure."""
+        with self._record_lock:
+            rows = [(s.at, f"{s.kind:8} {s.path} via {s.via} -> {s.revision}: {s.status} {s.detail}".rstrip())
+                    for s in self.history]
+        lines = [f"t={t:7.2f}s {text}" for t, text in sorted(rows + list(self.timeline), key=lambda r: r[0])]
+        self.dump_file.write_text("\n".join([self.summary(), *lines]) + "\n")
+
+    # ------------------------------------------------------------------ test controls
     def fail(self, revision: str) -> None:
-        self.failing.add(revision)
-        if revision in self.standins:
-            self.standins[revision].fail_requests()
-
-    def standin(self, revision: str) -> StandIn:
-        """The revision's stand-in, once its Deployment exists and the stand-in is up."""
-        return wait_for(lambda: self.standins.get(revision), timeout=60, what=f"the stand-in for {revision}")
+        """The revision's engine answers 500 from now on (also after its stand-in restarts)."""
+        with self._lock:
+            self.failing.add(revision)
+            standin = self._procs.get(revision)
+        if standin:
+            standin.fail_requests()
 
     def slow(self, revision: str, seconds: float) -> None:
         """The revision's engine starts every answer ``seconds`` late (time to first token)."""
-        self.standin(revision).slow_first_token(seconds)
+        self.standin(revision)
+        with self._lock:
+            self.slowed[revision] = seconds
+            standin = self._procs.get(revision)
+        if standin:
+            standin.slow_first_token(seconds)
+
+    def standin(self, revision: str, timeout: float = 60) -> StandIn:
+        """The revision's stand-in, once its Deployment has available pods and the stand-in is up."""
+        return wait_for(lambda: self.standins.get(revision), timeout=timeout, what=f"the stand-in for {revision}")
 
     def url(self, revision: str) -> str:
         return self.standin(revision).url
 
+    # ------------------------------------------------------------------ what users saw
+    @property
+    def sent(self) -> Counter[tuple[str, int]]:
+        """Requests by (revision, status), a copy: 503 = no endpoints, 0 = no HTTP answer."""
+        with self._record_lock:
+            return Counter(self._sent)
+
+    def requests_to(self, revision: str) -> int:
+        return sum(n for (r, _), n in self.sent.items() if r == revision)
+
+    @property
+    def served(self) -> int:
+        return sum(1 for s in self.history if s.kind == "ok")
+
+    def outages(self) -> list[Sent]:
+        """Requests the router sent where nothing could serve them (no endpoints, refused)."""
+        return [s for s in self.history if s.kind == "outage"]
+
+    def failed_on_stable_path(self) -> list[Sent]:
+        """Outages, plus errors from revisions nobody failed on purpose."""
+        return [s for s in self.history if s.kind in ("outage", "error")]
+
+    def assert_no_outage(self, min_served: int = 20) -> None:
+        """Users saw no failure but the deliberately failed revisions' errors."""
+        assert not self.harness_errors, "the harness broke: " + "; ".join(self.harness_errors)
+        failed = self.failed_on_stable_path()
+        assert not failed, self.report(failed)
+        assert self.served >= min_served, f"only {self.served} requests were served: {self.summary()}"
+
+    def summary(self) -> str:
+        kinds = Counter(s.kind for s in self.history)
+        by_rev = Counter((s.revision, s.status) for s in self.history)
+        return (f"{len(self.history)} requests ({dict(kinds)}), by (revision, status): {dict(by_rev)}, "
+                f"deferred while a stand-in started: {self.deferred}")
+
+    def report(self, failed: list[Sent]) -> str:
+        """The failed requests, grouped into windows, with what the harness saw change around them."""
+        windows: list[list[Sent]] = []
+        for s in failed:
+            if windows and s.at - windows[-1][-1].at < 1.0:
+                windows[-1].append(s)
+            else:
+                windows.append([s])
+        lines = [f"{len(failed)} requests failed for users: {self.summary()}"]
+        for w in windows:
+            what = Counter(f"{s.kind} {s.path} via {s.via} -> {s.revision}: {s.status} {s.detail}" for s in w)
+            lines.append(f"  t={w[0].at:.1f}s..{w[-1].at:.1f}s: " + "; ".join(f"{n} x {k}" for k, n in what.items()))
+        first, last = failed[0].at - 5, failed[-1].at + 2
+        lines.append("  cluster as the harness saw it:")
+        lines += [f"    t={t:.1f}s {text}" for t, text in self.timeline if first <= t <= last][:60]
+        lines.append(f"  every request and change: {self.dump_file}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ discovery
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
     def _discover(self) -> None:
         apps, custom, core = client.AppsV1Api(self.api), client.CustomObjectsApi(self.api), client.CoreV1Api(self.api)
+        errors = 0
         while not self._stop.is_set():
             try:
-                deps = apps.list_namespaced_deployment(self.namespace,
-                                                       label_selector=f"modelops.dev/deployment={self.name}").items
-                for d in deps:
-                    rev = d.metadata.name
-                    if rev not in self.standins and (d.spec.replicas or 0) > 0:
-                        standin = StandIn(rev, self.workdir)
-                        if rev in self.failing:
-                            standin.fail_requests()
-                        self.prometheus.add_target(f"127.0.0.1:{standin.port}", pod_revision=rev)
-                        with self._lock:
-                            self.standins[rev] = standin
-                        if self.urls_file:
-                            _write_atomically(self.urls_file, json.dumps({r: s.url for r, s in self.standins.items()}))
+                view = self._consistent_view(apps, custom, core)
+                if view is not None:
+                    self._publish(view)
+                    self._reconcile_standins(view)
                 self._mount_split(core)
-                if self.preview_traffic:
-                    self.preview = self._preview(core)
+                errors = 0
+            except Exception as exc:  # noqa: BLE001 - the apiserver may blip; a persistent error is reported
+                errors += 1
+                if errors == 40:
+                    self.harness_errors.append(f"discovery failing for 10 s: {exc!r}")
+            self._stop.wait(DISCOVERY_PERIOD)
+
+    def _consistent_view(self, apps: client.AppsV1Api, custom: client.CustomObjectsApi,
+                         core: client.CoreV1Api) -> View | None:
+        try:
+            md = custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        except client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        router = ((md.get("spec") or {}).get("traffic") or {}).get("router") or "service"
+        for _ in range(5):
+            before = self._routing(router, custom, core)
+            deps = apps.list_namespaced_deployment(self.namespace,
+                                                   label_selector=f"{LABEL_DEPLOYMENT}={self.name}").items
+            after = self._routing(router, custom, core)
+            if before == after:
+                return View(
+                    at=self._now(), router=router,
+                    available={d.metadata.name: (d.status.available_replicas or 0) for d in deps},
+                    desired={d.metadata.name: (d.spec.replicas or 0) for d in deps},
+                    labels={d.metadata.name: dict(d.spec.template.metadata.labels or {}) for d in deps},
+                    selectors=after.selectors, backends=after.backends)
+        return None  # the routing kept changing: keep the last view one more period
+
+    def _routing(self, router: str, custom: client.CustomObjectsApi, core: client.CoreV1Api) -> _Routing:
+        services = core.list_namespaced_service(self.namespace, label_selector=f"{LABEL_DEPLOYMENT}={self.name}")
+        out = _Routing(router, {s.metadata.name: dict(s.spec.selector or {}) for s in services.items})
+        if router == "gateway-api":
+            try:
                 route = custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", self.namespace,
                                                             "httproutes", self.name)
-                backends = route["spec"]["rules"][-1]["backendRefs"]
-                with self._lock:
-                    self.weights = {b["name"]: b.get("weight", 1) for b in backends}
-            except client.exceptions.ApiException:
-                pass
-            self._stop.wait(0.3)
+            except client.exceptions.ApiException as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                rules = route["spec"].get("rules") or []
+                refs = (rules[-1].get("backendRefs") or []) if rules else []
+                out.backends = tuple((b["name"], int(b.get("weight", 1))) for b in refs)
+        return out
 
-    def _preview(self, core: client.CoreV1Api) -> str | None:
+    def _publish(self, view: View) -> None:
+        with self._lock:
+            self.view = view
+        seen = {"router": view.router,
+                "pods (available/desired)": {r: f"{n}/{view.desired.get(r, 0)}" for r, n in view.available.items()},
+                "services": {n: (view.selected(n) or ("every revision" if s else "nothing"))
+                             for n, s in view.selectors.items()},
+                "route": dict(view.backends) if view.backends is not None else None}
+        for key, value in seen.items():
+            if self._last_seen.get(key) != value:
+                self._note(f"{key}: {value}")
+                self._last_seen[key] = value
+
+    def _note(self, text: str) -> None:
+        self.timeline.append((self._now(), text))
+
+    def _reconcile_standins(self, view: View) -> None:
+        with self._lock:
+            gone = [r for r in self.standins if view.available.get(r, 0) == 0]
+            unwanted = [r for r in self._procs if r not in self.standins
+                        and view.available.get(r, 0) == 0 and view.desired.get(r, 0) == 0]
+            wanted = [r for r in view.available if (view.available[r] > 0 or view.desired[r] > 0)
+                      and r not in self._procs and r not in self._starting]
+            self._starting.update(wanted)
+            for r in self._procs:
+                if r not in self.standins and view.available.get(r, 0) > 0:
+                    self._serve(r)
+            retired = [self._procs.pop(r) for r in unwanted]
+        for rev in wanted:
+            t = threading.Thread(target=self._start, args=(rev,), daemon=True, name=f"start-{rev}")
+            t.start()
+            self._starters.append(t)
+        if gone:
+            with self._inflight:  # every request routed by an older view has finished
+                with self._lock:
+                    for r in gone:
+                        retired.append(self._procs.pop(r))
+                        del self.standins[r]
+                    self._published()
+            for r in gone:
+                self._note(f"stand-in for {r} stopped (no available pods)")
+        for standin in retired:
+            t = threading.Thread(target=self._retire, args=(standin,), daemon=True, name=f"stop-{standin.revision}")
+            t.start()
+            self._stopping.append(t)
+
+    def _serve(self, rev: str) -> None:
+        """The revision's pods are available: its stand-in's address becomes known (lock held)."""
+        self.standins[rev] = self._procs[rev]
+        self._published()
+        self._note(f"stand-in for {rev} serves at {self.standins[rev].url}")
+
+    def _start(self, rev: str) -> None:
         try:
-            svc = core.read_namespaced_service(f"{self.name}-preview", self.namespace)
-        except client.exceptions.ApiException:
-            return None
-        return (svc.spec.selector or {}).get("modelops.dev/revision")
+            standin = StandIn(rev, self.workdir, self.namespace)
+        except Exception as exc:  # noqa: BLE001 - reported by assert_no_outage
+            self.harness_errors.append(f"the stand-in for {rev} did not start: {exc}")
+            with self._lock:
+                self._starting.discard(rev)
+            return
+        try:
+            with self._lock:
+                failing, slow = rev in self.failing, self.slowed.get(rev)
+            if failing:
+                standin.fail_requests()
+            if slow:
+                standin.slow_first_token(slow)
+            with self._lock:
+                self._procs[rev] = standin
+                self._starting.discard(rev)
+                missed_fail = rev in self.failing and not failing
+                missed_slow = self.slowed.get(rev) if self.slowed.get(rev) != slow else None
+            if missed_fail:  # fail() came while it was starting
+                standin.fail_requests()
+            if missed_slow:
+                standin.slow_first_token(missed_slow)
+            with self._lock:
+                if self.view is not None and self.view.available.get(rev, 0) > 0 and rev in self._procs:
+                    self._serve(rev)
+        except Exception as exc:  # noqa: BLE001
+            self.harness_errors.append(f"the stand-in for {rev} could not be set up: {exc}")
+            with self._lock:
+                self._starting.discard(rev)
+
+    def _retire(self, standin: StandIn) -> None:
+        standin.stop()
+
+    def _published(self) -> None:
+        """Prometheus targets and the revision-URL file follow the running stand-ins (lock held)."""
+        running = {s.address: s.revision for s in self.standins.values()}
+        for address in self._targets - running.keys():
+            self.prometheus.remove_target(address)
+        for address in running.keys() - self._targets:
+            self.prometheus.add_target(address, pod_revision=running[address])
+        self._targets = set(running)
+        if self.urls_file:
+            _write_atomically(self.urls_file, json.dumps({r: s.url for r, s in self.standins.items()}))
 
     def _mount_split(self, core: client.CoreV1Api) -> None:
         try:
@@ -180,35 +507,97 @@ class Harness:
         if doc:
             challenger = standins.get(doc["challenger"])
             if challenger is None:
-                return  # its "pod" is not up yet: the Service would have no endpoints either
+                return  # its "pod" is not up: the Service would have no endpoints either
             doc["url"] = challenger.url  # cluster DNS: the challenger's Service -> its stand-in
         text = json.dumps(doc)
         for standin in standins.values():
             if not standin.split_file.exists() or standin.split_file.read_text() != text:
                 _write_atomically(standin.split_file, text)
 
+    # ------------------------------------------------------------------ traffic
+    def route(self, view: View, rng: random.Random) -> Routed:
+        """Where a router sends one request, given ``view``."""
+        if self.preview_traffic and rng.random() < 0.5:
+            preview = f"{self.name}-preview"
+            eps = view.endpoints(preview)
+            if eps:  # a person tests the preview once it is up
+                return Routed("preview", preview, _pick(eps, rng))
+        if view.router == "gateway-api":
+            if view.backends is None:
+                return Routed("route", f"httproute/{self.name}", None, "no HTTPRoute")
+            weighted = {b: w for b, w in view.backends if w > 0}
+            if not weighted:
+                return Routed("route", f"httproute/{self.name}", None, "no backendRef with a weight")
+            backend = _pick(weighted, rng)
+            eps = view.endpoints(backend)
+            if eps is None:
+                # The Service is not there (in this view): by the operator's naming, it is the revision's.
+                n = view.available.get(backend, 0)
+                eps = {backend: n} if n > 0 else {}
+            if not eps:
+                return Routed("route", backend, view.selected(backend) or backend,
+                              f"no endpoints: Service {backend} selects no available pod")
+            return Routed("route", backend, _pick(eps, rng))
+        eps = view.endpoints(self.name)
+        if eps is None:
+            return Routed("service", self.name, None, f"no Service {self.name}")
+        if not eps:
+            return Routed("service", self.name, view.selected(self.name),
+                          f"no endpoints: Service {self.name} selects no available pod")
+        return Routed("service", self.name, _pick(eps, rng))
+
     def _traffic(self) -> None:
+        rng = random.Random()
         with httpx.Client(timeout=10) as http:
             while not self._stop.is_set():
-                with self._lock:
-                    weights = {r: w for r, w in self.weights.items() if w > 0 and r in self.standins}
-                    standins = dict(self.standins)
-                if not weights:
-                    self._stop.wait(0.05)
-                    continue
-                rev = random.choices(list(weights), weights=list(weights.values()))[0]
-                if self.preview in standins and random.random() < 0.5:
-                    rev = self.preview  # type: ignore[assignment]
-                try:
-                    resp = http.post(standins[rev].url + "/v1/chat/completions", json={
-                        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
-                    self.sent[(rev, resp.status_code)] += 1
-                except httpx.HTTPError:
-                    self.sent[(rev, 0)] += 1
-                self._stop.wait(0.02)
+                with self._inflight:
+                    self._one(http, rng)
+                self._stop.wait(REQUEST_INTERVAL)
 
-    def requests_to(self, revision: str) -> int:
-        return sum(n for (r, _), n in self.sent.items() if r == revision)
+    def _one(self, http: httpx.Client, rng: random.Random) -> None:
+        with self._lock:
+            view = self.view
+        if view is None:
+            return
+        routed = self.route(view, rng)
+        if routed.outage is not None:
+            if self._serving:  # before the service first served, nothing was promised
+                self._record(routed, routed.revision, 503, "outage", routed.outage)
+            return
+        assert routed.revision is not None
+        with self._lock:
+            standin = self.standins.get(routed.revision)
+        if standin is None:  # its pods are available, its stand-in is still starting (or serves next period)
+            if self._serving:
+                self.deferred += 1
+            return
+        self._serving = True
+        try:
+            resp = http.post(standin.url + "/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        except httpx.ConnectError as exc:
+            self._record(routed, routed.revision, 0, "outage", f"connection failed: {exc}")
+            return
+        except httpx.HTTPError as exc:
+            self._record(routed, routed.revision, 0, "error", f"{type(exc).__name__}: {exc}")
+            return
+        answered = resp.headers.get("x-modelops-revision") or routed.revision
+        if resp.status_code == 200 and b"[DONE]" in resp.content:
+            self._record(routed, answered, 200, "ok")
+        elif resp.status_code >= 400 and answered in self.failing:
+            self._record(routed, answered, resp.status_code, "excused", "failed on purpose")
+        else:
+            detail = resp.text[:120] if resp.status_code != 200 else "stream ended without [DONE]"
+            self._record(routed, answered, resp.status_code, "error", detail)
+
+    def _record(self, routed: Routed, revision: str | None, status: int, kind: str, detail: str = "") -> None:
+        with self._record_lock:
+            self.history.append(Sent(self._now(), routed.path, routed.via, revision, status, kind, detail))
+            self._sent[(revision or "", status)] += 1
+
+
+def _pick(weights: dict[str, int], rng: random.Random) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
 def _write_atomically(path: Path, text: str) -> None:

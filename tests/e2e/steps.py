@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.kube import ClusterHandle
-from tests.support.wait import wait_for
+from tests.support.wait import WaitTimeout, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "modelops.dev", "v1alpha1", "modeldeployments"
@@ -55,16 +55,23 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 def wait_phase(api: client.ApiClient, namespace: str, name: str, phase: str, timeout: float = 60,
                generation: bool = True) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     def reached() -> dict[str, Any] | None:
         obj = get(api, namespace, name)
         st = obj.get("status", {})
+        seen.update(phase=st.get("phase"), message=st.get("message"), ready=st.get("ready"),
+                    observedGeneration=st.get("observedGeneration"), generation=obj["metadata"]["generation"])
         if st.get("phase") != phase:
             return None
         if generation and st.get("observedGeneration") != obj["metadata"]["generation"]:
             return None
         return obj
 
-    return wait_for(reached, timeout=timeout, what=f"{namespace}/{name} to be {phase}")
+    try:
+        return wait_for(reached, timeout=timeout, what=f"{namespace}/{name} to be {phase}")
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"{exc}; status: {seen}") from None
 
 
 def wait_reason(api: client.ApiClient, namespace: str, name: str, type_: str, reason: str,
@@ -92,3 +99,15 @@ def events(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, 
     evs = client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=ModelDeployment").items
     return [(e.type, e.reason, e.message) for e in sorted(evs, key=lambda e: int(e.metadata.resource_version))]
+
+
+def replicas(api: client.ApiClient, namespace: str, revision: str) -> tuple[int, int]:
+    """A revision Deployment's (desired, available) replicas."""
+    d = client.AppsV1Api(api).read_namespaced_deployment(revision, namespace)
+    return d.spec.replicas or 0, d.status.available_replicas or 0
+
+
+def wait_replicas(api: client.ApiClient, namespace: str, revision: str, n: int, timeout: float = 60) -> None:
+    """Wait until the revision's Deployment wants ``n`` replicas and has exactly ``n`` available."""
+    wait_for(lambda: replicas(api, namespace, revision) == (n, n), timeout=timeout,
+             what=f"{revision} at {n} replicas, {n} available")

@@ -1,5 +1,8 @@
 """Rollouts end to end: the operator on the local cluster, real Prometheus scraping real
-gateway processes that stand in for each revision's pods, traffic by the HTTPRoute weights."""
+gateway processes that stand in for each revision's pods (only while their Deployment has
+available pods), and user traffic sent all along through the HTTPRoute or the Service as a
+router would send it. Every scenario ends with ``assert_no_outage``: no request reached a
+revision without endpoints, and none failed but on a revision the test failed on purpose."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.wait import wait_for
 
 from .rollout_harness import Harness
-from .steps import apply, condition, events, get, manifest, wait_phase, wait_reason, with_changes
+from .steps import (apply, condition, events, get, manifest, replicas, service_revision, wait_phase, wait_reason,
+                    wait_replicas, with_changes)
 
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
 
@@ -28,9 +32,11 @@ def prometheus():
     prom.stop()
 
 
-def canary(prometheus: PrometheusServer, **analysis) -> dict:
-    m = manifest("chat", replicas=2, traffic={
-        "router": "gateway-api", "gateway": {"parentRefs": [{"name": "inference", "namespace": "gateways"}]}})
+def canary(prometheus: PrometheusServer, router: str = "gateway-api", **analysis) -> dict:
+    traffic = {"router": router}
+    if router == "gateway-api":
+        traffic["gateway"] = {"parentRefs": [{"name": "inference", "namespace": "gateways"}]}
+    m = manifest("chat", replicas=2, traffic=traffic)
     m["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": STEPS}, "analysis": {
         "interval": "2s", "window": "10s", "failureLimit": 1,
         "provider": {"prometheus": {"address": prometheus.address}},
@@ -43,11 +49,19 @@ def revision(m: dict) -> str:
                                   OperatorConfig())
 
 
-def given_v1_then_v2(api, cluster, namespace: str, v1: dict, v2: dict) -> None:
-    """Given v1 serving (Healthy), when the manifest changes to v2."""
+def given_v1_then_v2(api, cluster, namespace: str, v1: dict, v2: dict, h: Harness | None = None) -> None:
+    """Given v1 serving (Healthy, and users served through the harness ``h``), when the manifest changes to v2."""
     apply(cluster, namespace, v1)
     wait_phase(api, namespace, "chat", "Healthy")
+    if h is not None:
+        h.wait_serving()
     apply(cluster, namespace, v2)
+
+
+def keeps_serving(h: Harness, n: int = 30) -> None:
+    """Users go on being served: ``n`` more answered requests from now."""
+    served = h.served
+    wait_for(lambda: h.served >= served + n, timeout=30, what=f"{n} more requests served")
 
 
 def route_weights(api, namespace: str) -> dict[str, int]:
@@ -62,7 +76,7 @@ def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, na
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         seen = []
 
         def promoted() -> bool:
@@ -74,6 +88,7 @@ def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, na
         wait_for(lambda: route_weights(api, namespace) == {v2: 100}, timeout=10, what="all traffic on v2")
         assert h.requests_to(v2) > 20 and h.requests_to(v1) > 20
         assert all(status == 200 for (_, status) in h.sent), h.sent
+    h.assert_no_outage()
     steps_seen = [w for w in seen if w is not None]
     assert 20 in steps_seen and 50 in steps_seen and steps_seen == sorted(steps_seen)
     obj = get(api, namespace, "chat")
@@ -88,11 +103,13 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-broken/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, failing={v2}) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
         # status is written first, the route right after it in the same reconcile
         wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
         assert h.requests_to(v2) > 0  # it did get its share before the abort
+        keeps_serving(h)
+    h.assert_no_outage()  # only v2's deliberate errors
     st = obj["status"]
     assert st["stableRevision"] == v1 and "canaryRevision" not in st
     assert "error-rate" in condition(obj, "Degraded")["message"] and "above max 0.05" in \
@@ -113,8 +130,8 @@ def test_prometheus_unreachable_holds_the_steps_then_aborts_after_consecutive_er
     m["spec"]["rollout"]["analysis"]["provider"]["prometheus"]["address"] = "http://127.0.0.1:9"  # nothing listens
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1 = revision(m)
-    with Harness(api, namespace, "chat", prometheus, tmp_path):
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         weights = []
 
         def rolled_back() -> bool:
@@ -123,11 +140,13 @@ def test_prometheus_unreachable_holds_the_steps_then_aborts_after_consecutive_er
             return st.get("phase") == "RolledBack"
 
         wait_for(rolled_back, timeout=60, interval=0.3, what="the rollout to abort on provider errors")
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+        keeps_serving(h)
+    h.assert_no_outage()
     obj = get(api, namespace, "chat")
     assert max(w for w in weights if w is not None) == 20, f"a step advanced without data: {weights}"
     assert "3 errors in a row" in condition(obj, "Degraded")["message"]
     assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Error"
-    wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
 
 
 def test_canary_aborted_on_time_to_first_token_relative_to_stable(api, cluster, namespace, operator, prometheus,
@@ -138,11 +157,12 @@ def test_canary_aborted_on_time_to_first_token_relative_to_stable(api, cluster, 
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-slow/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         h.slow(v2, 0.3)  # the new revision starts answering 300 ms late; the stable one in milliseconds
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
         wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
         assert all(status == 200 for (_, status) in h.sent)  # no errors: only slower
+    h.assert_no_outage()
     ttft = obj["status"]["analysis"]["ttft"]
     assert ttft["verdict"] == "Failed" and ttft["value"] >= 0.25 and ttft["stableValue"] < 0.1, ttft
     message = condition(obj, "Degraded")["message"]
@@ -155,8 +175,8 @@ def test_too_few_samples_is_inconclusive_and_pauses_instead_of_promoting(api, cl
     m["spec"]["rollout"]["analysis"]["metrics"][0]["minSamples"] = 1_000_000  # more than the test ever sends
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    with Harness(api, namespace, "chat", prometheus, tmp_path):
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
         assert obj["status"]["rollout"]["pauseReason"] == "Inconclusive"
         assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Inconclusive"
@@ -167,6 +187,7 @@ def test_too_few_samples_is_inconclusive_and_pauses_instead_of_promoting(api, cl
                                                        or {}), timeout=30, what="the resume to be acted on")
         obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
         assert obj["status"]["stableRevision"] == v1 and route_weights(api, namespace)[v2] <= 20
+    h.assert_no_outage()
 
 
 def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
@@ -175,8 +196,8 @@ def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prome
                                                {"pause": {"duration": "4s"}}]
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    with Harness(api, namespace, "chat", prometheus, tmp_path):
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_for(lambda: route_weights(api, namespace).get(v2) == 20, timeout=60, what="20% to the canary")
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/pause=")
         obj = wait_phase(api, namespace, "chat", "Paused", timeout=30)
@@ -187,6 +208,7 @@ def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prome
         assert get(api, namespace, "chat")["status"]["currentStep"] == time_paused
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/resume=")
         wait_phase(api, namespace, "chat", "Healthy", timeout=90)
+    h.assert_no_outage()
     assert get(api, namespace, "chat")["status"]["stableRevision"] == v2
 
 
@@ -196,7 +218,7 @@ def test_not_enough_gpus_for_the_canary_waits_and_leaves_stable_untouched(api, c
     v2m = with_changes(m, "spec.resources.gpu.count", 16)  # no node has 16 L4s
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         obj = wait_reason(api, namespace, "chat", "Progressing", "InsufficientGPU", timeout=60)
         assert "nvidia.com/gpu" in condition(obj, "Progressing")["message"]
         operator.wait_reconciles(3, "while waiting for GPUs")
@@ -208,6 +230,7 @@ def test_not_enough_gpus_for_the_canary_waits_and_leaves_stable_untouched(api, c
         # The GPUs come back (here: the spec asks for what exists): the rollout goes on.
         apply(cluster, namespace, with_changes(v2m, "spec.resources.gpu.count", 1))
         wait_phase(api, namespace, "chat", "Healthy", timeout=120)
+    h.assert_no_outage()
 
 
 def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, namespace, operator, prometheus,
@@ -220,7 +243,7 @@ def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, name
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-challenger/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         obj = wait_for(lambda: (o := get(api, namespace, "chat"))["status"].get("canaryWeight") == 20 and o,
                        timeout=60, what="the A/B test at 20%")
         assert obj["status"]["phase"] == "Progressing" and condition(obj, "Progressing")["reason"] == "ABTest"
@@ -266,6 +289,7 @@ def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, name
         wait_for(lambda: route_weights(api, namespace) == {v2: 100}, timeout=10, what="all traffic on v2")
         split = client.CoreV1Api(api).read_namespaced_config_map("chat-split", namespace).data["split.json"]
         assert split == "{}"  # the test is over
+    h.assert_no_outage()
     assert [r for _, r, _ in events(api, namespace, "chat")].count("Promoted") == 2
 
 
@@ -278,7 +302,7 @@ def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_re
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, preview_traffic=True) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         # The preview is analysed (someone tests it through chat-preview), then promoted on its own.
         wait_for(lambda: get(api, namespace, "chat")["status"].get("stableRevision") == v2, timeout=60,
                  what="the automatic promotion")
@@ -296,6 +320,8 @@ def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_re
         wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v1,
                  timeout=10, what="the Service back on v1")
         assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2
+        keeps_serving(h)
+    h.assert_no_outage()  # only v2's deliberate errors
     assert f"rolled back from {v2} to {v1}: error-rate" in condition(obj, "Degraded")["message"]
     assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in events(api, namespace, "chat")]
 
@@ -305,37 +331,43 @@ def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometh
     m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {}}]
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    with Harness(api, namespace, "chat", prometheus, tmp_path):
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
         assert route_weights(api, namespace) == {v1: 70, v2: 30}
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/abort=")
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=30)
         wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
+        keeps_serving(h)
+    h.assert_no_outage()
     assert "modelops.dev/abort" not in (obj["metadata"].get("annotations") or {})
     assert "aborted by annotation" in obj["status"]["message"]
 
 
 def test_blue_green_manual_promotion_flips_the_service_and_keeps_the_old_warm(
-        api, cluster, namespace, operator) -> None:
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
     m = manifest("chat", replicas=2)
     m["spec"]["rollout"] = {"strategy": "BlueGreen", "blueGreen": {"autoPromote": False, "scaleDownDelay": "8s"}}
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    given_v1_then_v2(api, cluster, namespace, m, v2m)
-    obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
-    assert obj["status"]["rollout"]["pauseReason"] == "AwaitingPromotion"
-    core = client.CoreV1Api(api)
-    assert core.read_namespaced_service("chat-preview", namespace).spec.selector["modelops.dev/revision"] == v2
-    assert core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v1
-    cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/promote=")
-    wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v2,
-             timeout=30, what="the Service to flip to the new revision")
-    apps = client.AppsV1Api(api)
-    assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # warm for scaleDownDelay
-    wait_for(lambda: apps.read_namespaced_deployment(v1, namespace).spec.replicas == 0, timeout=30,
-             what="the old revision to scale down after scaleDownDelay")
-    wait_phase(api, namespace, "chat", "Healthy")
+    with Harness(api, namespace, "chat", prometheus, tmp_path, preview_traffic=True) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        obj = wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        assert obj["status"]["rollout"]["pauseReason"] == "AwaitingPromotion"
+        core = client.CoreV1Api(api)
+        assert core.read_namespaced_service("chat-preview", namespace).spec.selector["modelops.dev/revision"] == v2
+        assert core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v1
+        cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/promote=")
+        wait_for(lambda: core.read_namespaced_service("chat", namespace).spec.selector["modelops.dev/revision"] == v2,
+                 timeout=30, what="the Service to flip to the new revision")
+        apps = client.AppsV1Api(api)
+        assert apps.read_namespaced_deployment(v1, namespace).spec.replicas == 2  # warm for scaleDownDelay
+        wait_for(lambda: apps.read_namespaced_deployment(v1, namespace).spec.replicas == 0, timeout=30,
+                 what="the old revision to scale down after scaleDownDelay")
+        wait_phase(api, namespace, "chat", "Healthy")
+        keeps_serving(h)
+    h.assert_no_outage()
+    assert h.requests_to(v1) > 0 and h.requests_to(v2) > 0
 
 
 def test_operator_killed_during_steps_resumes_without_double_promotion(
@@ -347,7 +379,7 @@ def test_operator_killed_during_steps_resumes_without_double_promotion(
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v2 = revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         kills = 0
         route_seen = []
         for step in (20, 50, 80):  # kill right after each weight lands, and again during its pause
@@ -368,6 +400,7 @@ def test_operator_killed_during_steps_resumes_without_double_promotion(
     reasons = [r for _, r, _ in events(api, namespace, "chat")]
     assert reasons.count("Promoted") == 2 and reasons.count("NewRevision") == 2, reasons
     assert all(status == 200 for (_, status) in h.sent), h.sent
+    h.assert_no_outage()
 
 
 def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, namespace, operator, prometheus,
@@ -378,9 +411,11 @@ def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, 
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, urls_file=operator.revision_urls) as h:
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=60)
         assert h.requests_to(v2) == 0, "the revision got traffic before passing its golden prompts"
+        keeps_serving(h)
+    h.assert_no_outage()
     message = condition(obj, "Degraded")["message"]
     assert 'golden prompt "Reply with the word ok."' in message and "does not match" in message
     assert 'answer: "tok tok tok' in message and message.count("tok") < 60  # the stub's answer, excerpted
@@ -405,6 +440,7 @@ def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
         apply(cluster, namespace, m)
         obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+        h.wait_serving()
         v1 = obj["status"]["stableRevision"]
         assert obj["status"]["metadata"]["generation"] == g1
         # The pipeline publishes a new selection: a canary starts on its own (no spec change).
@@ -423,6 +459,7 @@ def test_a_new_metadata_generation_in_gcs_starts_a_canary_and_a_degraded_one_is_
         operator.wait_reconciles(5, "(with registry polls every second)")
         after = get(api, namespace, "chat")["status"]
         assert after["phase"] == "RolledBack" and after.get("canaryRevision") is None
+    h.assert_no_outage()  # only v2's deliberate errors
     gw = client.AppsV1Api(api).read_namespaced_deployment(v2, namespace).spec.template.spec.containers[1]
     env = {e.name: e.value for e in gw.env}
     assert env["MODELOPS_METADATA_URI"].endswith("20251202T090000_def456/best_model_metadata.json")
@@ -451,8 +488,8 @@ def test_kubectl_modelops_during_a_live_canary(api, cluster, namespace, operator
     m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {}}, {"setWeight": 60}]
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
-    with Harness(api, namespace, "chat", prometheus, tmp_path):
-        given_v1_then_v2(api, cluster, namespace, m, v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
         wait_for(lambda: "Successful" in plugin("get", "chat"), timeout=30, what="an analysis verdict in the plugin")
         out = plugin("get", "chat")
@@ -463,6 +500,124 @@ def test_kubectl_modelops_during_a_live_canary(api, cluster, namespace, operator
         assert "error-rate" in out and "Successful" in out
         plugin("promote", "chat")
         obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+    h.assert_no_outage()
     assert obj["status"]["stableRevision"] == v2
     history = plugin("history", "chat")
     assert v1 in history and v2 in history and "Superseded" in history and "Serving" in history
+
+
+# --------------------------------------------------------------------------- the stable path under failure
+# Every rollout that ends without the new revision must leave the stable one serving at full
+# size, and users must not notice: zero requests without endpoints all along.
+
+
+def test_service_router_canary_aborted_on_error_rate_keeps_the_stable_serving(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus, router="service")
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-broken/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path, failing={v2}) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        # the Service selects both revisions while the canary shares traffic: v2 answers some requests
+        wait_for(lambda: h.requests_to(v2) > 5, timeout=60, what="the canary's share of users")
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=90)
+        wait_for(lambda: service_revision(api, namespace, "chat") == v1, timeout=10, what="the Service on v1 alone")
+        wait_replicas(api, namespace, v1, 2)
+        wait_replicas(api, namespace, v2, 0)
+        keeps_serving(h)
+    st = obj["status"]
+    assert st["stableRevision"] == v1 and "canaryRevision" not in st
+    assert "error-rate" in condition(obj, "Degraded")["message"]
+    h.assert_no_outage()  # only v2's deliberate errors
+
+
+def test_service_router_revert_mid_canary_serves_v1_at_full_size(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    """Argo CD syncs a revert while the canary holds half the pods."""
+    m = canary(prometheus, router="service")
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        wait_for(lambda: h.requests_to(v2) > 10, timeout=30, what="the canary serving its share")
+        assert service_revision(api, namespace, "chat") is None  # the Service selects both revisions
+        apply(cluster, namespace, m)  # the revert
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+        wait_for(lambda: service_revision(api, namespace, "chat") == v1, timeout=10, what="the Service on v1 alone")
+        wait_replicas(api, namespace, v1, 2)
+        wait_replicas(api, namespace, v2, 0)
+        keeps_serving(h)
+    assert obj["status"]["stableRevision"] == v1 and "canaryRevision" not in obj["status"]
+    h.assert_no_outage()
+
+
+def test_service_router_revert_at_the_last_step_with_all_traffic_on_the_canary(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    """The canary went to 100 % and waits for a person; Argo CD syncs a revert instead."""
+    m = canary(prometheus, router="service")
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"setWeight": 100}, {"pause": {}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        obj = wait_phase(api, namespace, "chat", "Paused", timeout=90)
+        assert obj["status"]["canaryWeight"] == 100
+        assert replicas(api, namespace, v2) == (2, 2)  # at full size
+        wait_for(lambda: h.requests_to(v2) > 10, timeout=30, what="the canary serving")
+        apply(cluster, namespace, m)  # the revert
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+        wait_for(lambda: service_revision(api, namespace, "chat") == v1, timeout=10, what="the Service on v1 alone")
+        wait_replicas(api, namespace, v1, 2)
+        wait_replicas(api, namespace, v2, 0)
+        keeps_serving(h)
+    assert obj["status"]["stableRevision"] == v1
+    h.assert_no_outage()
+
+
+def test_service_router_degraded_bake_rolls_back_to_v1_at_full_size(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus, router="service", bakeTime="60s")
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"pause": {"duration": "4s"}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        wait_for(lambda: get(api, namespace, "chat")["status"].get("stableRevision") == v2, timeout=120,
+                 what="the promotion")
+        wait_for(lambda: service_revision(api, namespace, "chat") == v2, timeout=10, what="the Service on v2")
+        keeps_serving(h, 10)
+        warm_during_bake = replicas(api, namespace, v1)
+        h.fail(v2)  # it degrades during the bake
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=60)
+        wait_for(lambda: service_revision(api, namespace, "chat") == v1, timeout=10, what="the Service back on v1")
+        wait_replicas(api, namespace, v1, 2)
+        wait_replicas(api, namespace, v2, 0)
+        keeps_serving(h)
+    assert obj["status"]["stableRevision"] == v1
+    assert f"rolled back from {v2} to {v1}" in condition(obj, "Degraded")["message"]
+    h.assert_no_outage()  # only v2's deliberate errors
+    assert warm_during_bake == (2, 2), f"{v1} was not kept warm during the bake: {warm_during_bake}"
+
+
+def test_gateway_api_revert_mid_canary_serves_v1_at_full_size(
+        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+    m = canary(prometheus)
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, m, v2m, h)
+        wait_phase(api, namespace, "chat", "Paused", timeout=60)
+        # status is written first, the route right after it in the same reconcile
+        wait_for(lambda: route_weights(api, namespace) == {v1: 50, v2: 50}, timeout=10, what="50% to the canary")
+        wait_for(lambda: h.requests_to(v2) > 10, timeout=30, what="the canary serving its share")
+        apply(cluster, namespace, m)  # the revert
+        obj = wait_phase(api, namespace, "chat", "Healthy", timeout=60)
+        wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="all traffic on v1")
+        wait_replicas(api, namespace, v1, 2)
+        wait_replicas(api, namespace, v2, 0)
+        keeps_serving(h)
+    assert obj["status"]["stableRevision"] == v1 and "canaryRevision" not in obj["status"]
+    h.assert_no_outage()

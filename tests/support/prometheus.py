@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's package) started on loopback for a test session.
 
 Targets come from a file (file_sd), so a harness can add a scrape target when a new
-revision's stand-in starts; Prometheus picks the change up within a second.
+revision's stand-in starts and remove it when it stops; Prometheus picks the change up
+within a second.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class PrometheusServer:
     def add_target(self, address: str, **labels: str) -> None:
         self.targets[address] = labels
         self._write_targets()
+
+    def remove_target(self, address: str) -> None:
+        """Stop scraping ``address`` (its pod is gone): its series go stale, as in a cluster."""
+        if self.targets.pop(address, None) is not None:
+            self._write_targets()
 
     def _write_targets(self) -> None:
         tmp = self.targets_file.with_suffix(".tmp")
