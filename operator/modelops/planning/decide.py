@@ -175,6 +175,7 @@ def _serve(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState], note
     warm = previous if previous and keep_until and inp.now < keep_until else None
     if warm and keep_until:
         notes.wake_within(max(1.0, (keep_until - inp.now).total_seconds()))
+        fallback = (*fallback, warm)  # it served until the promotion: the last resort while the stable has no pod
     elif ro.revision:
         ro = IDLE  # the bake and the scale-down delay are over: no rollout any more
     notes.record(stable, outcome="Serving", reason=_serving_reason(inp.records.get(stable)))

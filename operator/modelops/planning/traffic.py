@@ -31,6 +31,7 @@ from .resources import finish
 
 PREVIEW_SUFFIX = "-preview"
 ANNOTATION_SPLIT = "modelops.dev/split-applied"  # on the main Service: the split ConfigMap's applied hash
+SPLIT_WRITING = "writing"  # ... while a new split is being written
 HTTP_PORT = 80
 
 
@@ -171,15 +172,21 @@ def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, r: Routing,
     name = owner["name"]
     out: list[dict[str, Any]] = []
     testing = bool(r.ab and (r.ab.percent or r.matches))
-    # While a test runs: its split; after one: an empty split (the gateways see no split).
-    split_map = split_config(owner, r if testing else None) if testing or split_applied is not None else None
-    split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED] if split_map else None
-    if split_map is not None and (testing or split_hash != split_applied):
-        # Before the main Service, which records that it was applied. While a test runs it is
-        # applied on every pass (a no-op for the API server when unchanged): the operator cannot
-        # read ConfigMaps, so this is how a split deleted or edited by hand comes back.
+    # While a test runs: its split; otherwise an empty split (the gateways see no split).
+    split_map = split_config(owner, r if testing else None)
+    split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED]
+    main = None if r.split else r.main
+    changing = split_hash != split_applied
+    if changing:
+        # The main Service records which split the ConfigMap holds. Mark it "being written" first:
+        # killed between the ConfigMap and the Service, the next pass must not believe an older record
+        # (a test's split left behind would keep sending users to a revision that is gone).
+        out.append(service(owner, name, main, SPLIT_WRITING))
+    if testing or changing:
+        # While a test runs it is applied on every pass (a no-op for the API server when unchanged):
+        # the operator cannot read ConfigMaps, so this is how a split deleted or edited by hand comes back.
         out.append(split_map)
-    out.append(service(owner, name, None if r.split else r.main, split_hash))
+    out.append(service(owner, name, main, split_hash))
     if r.preview:
         out.append(service(owner, name + PREVIEW_SUFFIX, r.preview))
     for revision in r.services:

@@ -26,6 +26,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
@@ -382,3 +383,35 @@ RolloutMachine.TestCase.settings = settings(
     phases=[p for p in Phase if p != Phase.shrink or os.environ.get("MODELOPS_INVARIANT_SHRINK", "1") == "1"],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_rollout_invariants = RolloutMachine.TestCase
+
+
+# Counterexamples the machine found in this planner while it was written, kept as regression tests
+# (each is the shrunk sequence Hypothesis printed).
+FOUND = {
+    "a promote given before the spec change promoted the new blue-green at once": [
+        "setup(strategy='BlueGreen', router='service', golden=False, analysis=False, bake=False, steps='gated',"
+        " replicas=1, gpus=None, auto=False)",
+        "command(command='promote')", "change_source(i=1)", "quiesce()", "reconcile(crash=None, secs=3)"],
+    "an A/B challenger that served was not the last resort while the stable had no ready pod": [
+        "setup(analysis=True, golden=False, bake=False, router='service', strategy='ABTest', auto=True,"
+        " replicas=2, gpus=None, steps='none')",
+        "quiesce()", "change_source(i=1)", "quiesce()", "reconcile(crash=None, secs=3)",
+        "pods_never_ready(who='stable', broken=True)", "quiesce()"],
+    "a split written just before a crash kept sending users to a reverted challenger": [
+        "setup(strategy='ABTest', router='service', golden=False, analysis=False, bake=False, steps='gated',"
+        " replicas=1, gpus=None, auto=False)",
+        "change_source(i=1)", "quiesce()", "reconcile(crash=2, secs=3)", "change_source(i=0)", "quiesce()"],
+    "the warm previous revision was not the last resort after a blue-green revert": [
+        "setup(replicas=3, analysis=False, steps='none', gpus=4, router='service', strategy='BlueGreen',"
+        " auto=True, bake=False, golden=False)",
+        "change_source(i=1)", "quiesce()", "change_source(i=0)", "quiesce()",
+        "kubectl_scale(n=0, who='stable')", "quiesce()"],
+}
+
+
+@pytest.mark.parametrize("steps", list(FOUND.values()), ids=list(FOUND))
+def test_counterexamples_found_earlier_stay_fixed(steps: list[str]) -> None:
+    state = RolloutMachine()
+    for step in steps:
+        eval("state." + step, {"state": state})  # noqa: S307 - our own literal sequences
+    state.teardown()

@@ -130,8 +130,9 @@ def test_available_new_revision_is_promoted_then_old_scaled_to_zero() -> None:
     assert p.status["stableRevision"] == r2 and "canaryRevision" not in p.status
     outcomes = {r["name"]: r["outcome"] for r in p.status["revisions"]}
     assert outcomes == {r1: "Superseded", r2: "Serving"}
+    service = applied(p)["Service/chat"]["metadata"]["annotations"]
     moved = Observed(revisions=seen.revisions, services={"chat": ServiceState(
-        "chat", r2, applied(p)["Service/chat"]["metadata"]["annotations"]["modelops.dev/applied-hash"])})
+        "chat", r2, service["modelops.dev/applied-hash"])}, split_applied=service["modelops.dev/split-applied"])
     o3 = reconcile.Owner("chat", "ml", "uid-1", 2, V2, p.status)
     assert scales(run(o3, moved), moved) == {r1: 0}
 
