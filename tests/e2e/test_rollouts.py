@@ -334,7 +334,8 @@ def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometh
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
         given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
-        assert route_weights(api, namespace) == {v1: 70, v2: 30}
+        # status is written first, the route right after it in the same reconcile
+        wait_for(lambda: route_weights(api, namespace) == {v1: 70, v2: 30}, timeout=10, what="30% to the canary")
         cluster.kubectl("annotate", "md", "chat", "-n", namespace, "modelops.dev/abort=")
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=30)
         wait_for(lambda: route_weights(api, namespace) == {v1: 100}, timeout=10, what="the canary's weight at 0")
