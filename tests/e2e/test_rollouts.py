@@ -6,6 +6,8 @@ revision without endpoints, and none failed but on a revision the test failed on
 
 from __future__ import annotations
 
+import copy
+
 import json
 from pathlib import Path
 
@@ -406,10 +408,11 @@ def test_operator_killed_during_steps_resumes_without_double_promotion(
 
 def test_a_revision_failing_its_golden_prompts_never_gets_traffic(api, cluster, namespace, operator, prometheus,
                                                                   tmp_path) -> None:
-    m = canary(prometheus)
-    m["spec"]["rollout"]["analysis"]["prePromotion"] = {"goldenPrompts": [
+    m = canary(prometheus)  # v1 has no quality gate (every revision with one passes it first, v1 too)
+    gated = copy.deepcopy(m)
+    gated["spec"]["rollout"]["analysis"]["prePromotion"] = {"goldenPrompts": [
         {"prompt": "Reply with the word ok.", "expect": {"regex": "(?i)\\bok\\b", "maxLatency": "5s"}}]}
-    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v2m = with_changes(gated, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, urls_file=operator.revision_urls) as h:
         given_v1_then_v2(api, cluster, namespace, m, v2m, h)

@@ -190,7 +190,7 @@ def _serve(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState], note
                         events=tuple(notes.events), requeue_after=notes.requeue)
     message = f"{stable} serves {inp.spec.model.name}: {min(state.ready, inp.replicas)}/{inp.replicas} ready"
     return Decision(Situation.SERVING, Reason.REVISION_AVAILABLE, message, stable, replicas,
-                    Traffic(stable=stable, fallback=fallback), ro, analysis=analysis if ro.revision else {},
+                    Traffic(stable=stable, fallback=fallback), ro, analysis=analysis,
                     records=notes.records, events=tuple(notes.events), requeue_after=notes.requeue)
 
 
@@ -222,7 +222,7 @@ def _pinned(inp: Inputs, rec: RevisionRecord, notes: _Notes) -> Decision:
     situation = Situation.ROLLED_BACK if rec.outcome == "RolledBack" else Situation.FAILED
     reason = Reason.ROLLED_BACK if rec.outcome == "RolledBack" else rec.reason
     return Decision(situation, reason, text, stable, replicas, Traffic(stable=stable, fallback=fallback),
-                    records=notes.records, events=tuple(notes.events),
+                    analysis=inp.analysis, records=notes.records, events=tuple(notes.events),
                     requeue_after=PROGRESS_REQUEUE if stable and inp.state(stable).ready < inp.replicas else None)
 
 
@@ -232,7 +232,7 @@ def _first(inp: Inputs, notes: _Notes) -> Decision:
     ro, analysis = _attempt(inp, notes)
     ro, aborted = _golden(inp, ro, notes)
     if aborted:
-        return _abort(inp, ro, notes, aborted[0], aborted[1])
+        return _abort(inp, ro, notes, aborted[0], aborted[1], analysis)
     state = inp.state(inp.target)
     gate = _gate_open(inp, ro)
     if state.is_available(inp.replicas) and gate:
@@ -242,7 +242,7 @@ def _first(inp: Inputs, notes: _Notes) -> Decision:
     if failed:
         return _fail(inp, notes)
     reason = Reason.INSUFFICIENT_GPU if ro.waiting_for_gpus else Reason.REVISION_PROGRESSING
-    message = _waiting_message(inp, ro, state, inp.replicas) if ro.waiting_for_gpus else (
+    message = _waiting_message(inp, state) if ro.waiting_for_gpus else (
         f"rolling out {inp.target}: {min(state.ready, inp.replicas)}/{inp.replicas} replicas ready"
         + ("" if gate else ", golden prompts pending"))
     notes.wake_within(PROGRESS_REQUEUE)
@@ -256,17 +256,17 @@ def _roll_out(inp: Inputs, notes: _Notes) -> Decision:
     fresh = not _continues(inp)
     ro, analysis = _attempt(inp, notes)
     if "abort" in inp.commands:
-        return _abort(inp, ro, notes, "Aborted", "aborted by annotation modelops.dev/abort")
+        return _abort(inp, ro, notes, "Aborted", "aborted by annotation modelops.dev/abort", analysis)
     if "pause" in inp.commands and not ro.paused:
         ro = _pause(ro, inp, notes, "Manual")
     if "resume" in inp.commands and ro.paused:
         ro = _resume(ro, inp)
     run = _run(inp, analysis)
     if run.verdict in (RunVerdict.failed, RunVerdict.error):
-        return _abort(inp, ro, notes, f"Analysis{run.verdict.value}", run.message)
+        return _abort(inp, ro, notes, f"Analysis{run.verdict.value}", run.message, analysis)
     ro, aborted = _golden(inp, ro, notes)
     if aborted:
-        return _abort(inp, ro, notes, aborted[0], aborted[1])
+        return _abort(inp, ro, notes, aborted[0], aborted[1], analysis)
     if inp.metrics:
         notes.wake_within(_interval(inp))
     strategy = inp.spec.rollout.strategy
@@ -317,7 +317,7 @@ def _progress(inp: Inputs, p: _Progress, run: RunAssessment, analysis: dict[str,
     if ro.weight > 0 and _gate_open(inp, ro) and not inp.records.get(inp.target, RevisionRecord(name="")).served:
         notes.record(inp.target, served=True)
     if ro.waiting_for_gpus:
-        reason, message = Reason.INSUFFICIENT_GPU, _waiting_message(inp, ro, state, p.pods)
+        reason, message = Reason.INSUFFICIENT_GPU, _waiting_message(inp, state)
     else:
         parts = [f"{p.where}: {ro.weight}% to {inp.target}"]
         if inp.spec.traffic.router == "service" and not p.hold and ro.weight not in (0, 100):
@@ -632,7 +632,8 @@ def _promote(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState], no
     return _serve(inp, promoted, analysis, notes, stable=inp.target)
 
 
-def _abort(inp: Inputs, ro: RolloutState, notes: _Notes, why: str, message: str) -> Decision:
+def _abort(inp: Inputs, ro: RolloutState, notes: _Notes, why: str, message: str,
+           analysis: dict[str, MetricState] | None = None) -> Decision:
     """Traffic back to the stable revision at once (it kept its full size); the new revision
     scales to zero (once traffic has left it, see render) and is pinned for this generation."""
     text = f"rollout of {inp.target} aborted: {message}; change the spec to try again"
@@ -644,7 +645,8 @@ def _abort(inp: Inputs, ro: RolloutState, notes: _Notes, why: str, message: str)
     return Decision(Situation.ROLLED_BACK, Reason.ROLLED_BACK, text, stable,
                     _only(inp, {stable: inp.replicas} if stable else {}),
                     Traffic(stable=stable, fallback=(inp.target,) if served else ()),
-                    records=notes.records, events=tuple(notes.events), requeue_after=PROGRESS_REQUEUE)
+                    analysis=analysis or {}, records=notes.records, events=tuple(notes.events),
+                    requeue_after=PROGRESS_REQUEUE)
 
 
 def _fail(inp: Inputs, notes: _Notes) -> Decision:
@@ -691,7 +693,7 @@ def _wait_for_pods(inp: Inputs, ro: RolloutState, want: int, notes: _Notes) -> t
     gpu = inp.config.gpu_resource
     if state.unschedulable and "Insufficient" in state.unschedulable and gpu in state.unschedulable:
         if not ro.waiting_for_gpus:
-            notes.event("Warning", Reason.INSUFFICIENT_GPU, _waiting_message(inp, ro, state, want))
+            notes.event("Warning", Reason.INSUFFICIENT_GPU, _waiting_message(inp, state))
         # The deadline counts from when GPUs were found, not from when the wait for them began.
         return _set(ro, waiting_for_gpus=True, waiting_since=iso(inp.now)), False
     since = parse(ro.waiting_since) or inp.now
@@ -704,7 +706,7 @@ def _wait_for_pods(inp: Inputs, ro: RolloutState, want: int, notes: _Notes) -> t
     return ro, False
 
 
-def _waiting_message(inp: Inputs, ro: RolloutState, state: RevisionState, want: int) -> str:
+def _waiting_message(inp: Inputs, state: RevisionState) -> str:
     return (f"waiting for GPUs: revision {inp.target} needs {inp.spec.resources.gpu.count} "
             f"{inp.config.gpu_resource} per replica and the scheduler says: {state.unschedulable}")
 
