@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import GROUP, PLURAL, VERSION
+from modelops.domain.timestamps import iso
 from modelops.planning.engines.common import LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_REVISION, MANAGED_BY
 from modelops.planning.contract import ANNOTATION_APPLIED, Event, Owner, Plan, writes
 from modelops.planning.resources import ANNOTATION_MODEL, ANNOTATION_SOURCE
@@ -78,7 +79,7 @@ class Kube:
                 name=rev, replicas=d.spec.replicas or 0, ready=st.ready_replicas or 0,
                 available=st.available_replicas or 0, updated=st.updated_replicas or 0,
                 available_condition=available,
-                created=d.metadata.creation_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+                created=iso(d.metadata.creation_timestamp)
                 if d.metadata.creation_timestamp else None,
                 applied_hash=ann.get(ANNOTATION_APPLIED), model=ann.get(ANNOTATION_MODEL, ""),
                 source=ann.get(ANNOTATION_SOURCE, ""),
