@@ -146,7 +146,8 @@ class TrafficSpec(_Model):
     router: Router = Field(
         default=Router.service,
         description="`service`: a Service per ModelDeployment, no traffic manager (canary weights are "
-                    "approximated by replica counts). `gateway-api`: an HTTPRoute with weighted backendRefs.")
+                    "approximated by ready pods, at most half before promotion). `gateway-api`: an HTTPRoute with weighted "
+                    "backendRefs.")
     gateway: GatewaySpec | None = Field(default=None, description="HTTPRoute settings (router gateway-api).")
 
 
