@@ -247,7 +247,8 @@ def _first(inp: Inputs, notes: _Notes) -> Decision:
         + ("" if gate else ", golden prompts pending"))
     notes.wake_within(PROGRESS_REQUEUE)
     return Decision(Situation.FIRST, reason, message, None, _only(inp, {inp.target: inp.replicas}),
-                    Traffic(stable=inp.target if gate else None, canary=inp.target), ro, analysis=analysis,
+                    Traffic(stable=inp.target if gate else None, canary=inp.target,
+                            canary_service=inp.golden_configured), ro, analysis=analysis,
                     records=notes.records, events=tuple(notes.events), requeue_after=notes.requeue)
 
 
@@ -392,7 +393,8 @@ def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[st
 def _split(inp: Inputs, ro: RolloutState) -> Traffic:
     """Canary traffic: the weight only once the gate is open (the renderer also sends nothing to
     a revision without ready pods)."""
-    return Traffic(stable=inp.stable, canary=inp.target, weight=ro.weight if _gate_open(inp, ro) else 0)
+    return Traffic(stable=inp.stable, canary=inp.target, weight=ro.weight if _gate_open(inp, ro) else 0,
+                   canary_service=inp.golden_configured)
 
 
 def _blue_green(inp: Inputs, ro: RolloutState, run: RunAssessment, notes: _Notes) -> _Progress:
@@ -412,7 +414,8 @@ def _blue_green(inp: Inputs, ro: RolloutState, run: RunAssessment, notes: _Notes
             ro = _pause(ro, inp, notes, "AwaitingPromotion",
                         f"{inp.target} is ready on the preview Service {inp.name}-preview")
     preview = inp.target if _gate_open(inp, ro) else None
-    return _Progress(ro, inp.replicas, Traffic(stable=inp.stable, canary=inp.target, preview=preview),
+    return _Progress(ro, inp.replicas, Traffic(stable=inp.stable, canary=inp.target, preview=preview,
+                                               canary_service=inp.golden_configured),
                      "blue-green: preview")
 
 

@@ -46,6 +46,7 @@ class Traffic:
     matches: tuple[dict[str, str], ...] = ()  # A/B header matches that go to the canary
     ab: "ABSplit | None" = None  # an A/B test: users assigned by the stable revision's gateway
     fallback: tuple[str, ...] = ()  # may serve as a last resort while the wanted revisions have no ready pod
+    canary_service: bool = False  # the canary needs its own Service (golden prompts, A/B forwards)
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,12 @@ def route(t: Traffic, ready: dict[str, int], router: str, others_ready: bool) ->
     split = router != "gateway-api" and not t.ab and sum(1 for w in live.values() if w > 0) > 1 and not others_ready
     challenger = t.canary if t.canary and ready.get(t.canary, 0) > 0 and t.stable in live else None
     ab = t.ab if t.ab and challenger else None
-    services = tuple(dict.fromkeys(r for r in (t.stable, t.canary, *live) if r))
+    if router == "gateway-api":  # every backend is a per-revision Service
+        services = tuple(dict.fromkeys(r for r in (*shares, *live) if r))
+    else:
+        services = (t.canary,) if t.canary and (t.canary_service or t.ab) else ()
     return Routing(shares=shares, split=split, preview=t.preview,
-                   matches=t.matches if challenger else (), challenger=challenger, ab=ab,
-                   services=services if (router == "gateway-api" or t.ab or t.canary) else ())
+                   matches=t.matches if challenger else (), challenger=challenger, ab=ab, services=services)
 
 
 def service(owner: dict[str, Any], name: str, revision: str | None, split_hash: str | None = None) -> dict[str, Any]:
@@ -177,10 +180,11 @@ def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, r: Routing,
     split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED]
     main = None if r.split else r.main
     changing = split_hash != split_applied
-    if changing:
+    if changing and split_applied is not None:
         # The main Service records which split the ConfigMap holds. Mark it "being written" first:
         # killed between the ConfigMap and the Service, the next pass must not believe an older record
-        # (a test's split left behind would keep sending users to a revision that is gone).
+        # (a test's split left behind would keep sending users to a revision that is gone). With no
+        # record yet there is nothing to believe: the split is written until one exists.
         out.append(service(owner, name, main, SPLIT_WRITING))
     if testing or changing:
         # While a test runs it is applied on every pass (a no-op for the API server when unchanged):
