@@ -31,6 +31,10 @@ with bounded request counts.
 
 The storage benchmark's processes share the machine's cores.
 ``python -m tests.components install nginx`` installs nginx.
+
+``--smoke``: a tiny run (1 and 16 streams, a few requests, one round, pinned only, a small
+file set) that only checks the benchmark works, for CI; nginx is left out when it is not
+installed. Its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -224,20 +228,26 @@ def start_nginx(upstream_port: int, logs: Path) -> tuple[ManagedProcess, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def bench_gateway(levels: list[int], scale: float, logs: Path, placement: Placement, rounds: int) -> list[Run]:
+def bench_gateway(levels: list[int], scale: float, logs: Path, placement: Placement, rounds: int,
+                  with_nginx: bool = True) -> list[Run]:
     with spawning_on(placement.client):
         stub = StubEngine(logs, tokens=16).start()
+    nginx: ManagedProcess | None = None
     with spawning_on(placement.proxy):
         gw = Gateway(logs, {"MODELOPS_ENGINE": "openai", "MODELOPS_ENGINE_URL": stub.url, "MODELOPS_MODEL": "chat",
                             "MODELOPS_ENGINE_MODEL": stub.model, "MODELOPS_LOG_LEVEL": "warning"}).start()
-        nginx, nginx_url = start_nginx(stub.port, logs)
-    targets = {"direct": (stub.url, None), "gateway": (gw.url, gw.proc.pid), "nginx": (nginx_url, nginx.pid)}
+        if with_nginx:
+            nginx, nginx_url = start_nginx(stub.port, logs)
+    targets = {"direct": (stub.url, None), "gateway": (gw.url, gw.proc.pid)}
+    if nginx is not None:
+        targets["nginx"] = (nginx_url, nginx.pid)
     runs: list[Run] = []
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, placement.client)  # the load generator: this process
     try:
+        nginx_cpus = f"nginx {group_affinity(nginx.pid)}" if nginx is not None else "nginx left out"
         print(f"placement {placement.describe()} (from /proc: stub {group_affinity(stub.proc.pid)}, "
-              f"gateway {group_affinity(gw.proc.pid)}, nginx {group_affinity(nginx.pid)}, "
+              f"gateway {group_affinity(gw.proc.pid)}, {nginx_cpus}, "
               f"load generator {_cpus(frozenset(os.sched_getaffinity(0)))})", flush=True)
         for streams in levels:
             requests = int({1: 600, 16: 3200, 128: 6400}.get(streams, 3200) * scale)
@@ -251,7 +261,8 @@ def bench_gateway(levels: list[int], scale: float, logs: Path, placement: Placem
                           f"{runs[-1].rps:7.0f} req/s", file=sys.stderr, flush=True)
     finally:
         os.sched_setaffinity(0, before)
-        nginx.stop()
+        if nginx is not None:
+            nginx.stop()
         gw.stop()
         stub.stop()
     return runs
@@ -264,6 +275,7 @@ def print_gateway(runs: list[Run], placement: Placement, rounds: int) -> None:
     print("| streams | path | TTFT p50 | TTFT p99 | req/s | added p50 | added p99 | throughput vs direct "
           "| proxy CPU per request | proxy CPU load |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios: dict[str, list[str]] = {}
     for streams in sorted({r.streams for r in runs}):
         rows = {}
         for path in ("direct", "gateway", "nginx"):
@@ -283,6 +295,11 @@ def print_gateway(runs: list[Run], placement: Placement, rounds: int) -> None:
             load_text = "" if direct else f"{load:.0f} %"
             print(f"| {streams} | {path}{err} | {p50:.2f} ms | {p99:.2f} ms | {rps:,.0f} | "
                   f"{added} | {added99} | {ratio} | {cpu_text} | {load_text} |")
+            if not direct:
+                ratios.setdefault(path, []).append(f"{streams} streams {rps / drps:.2f}")
+    print()
+    for path, parts in ratios.items():
+        print(f"ratio {path} / direct throughput ({placement.name}): " + ", ".join(parts))
 
 
 def bench_storage(total_mib: int, logs: Path, rounds: int = 3) -> dict[str, float]:
@@ -330,18 +347,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="pinned (proxy on its own CPU), shared (all on all CPUs), or both (default pinned,shared)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per configuration; figures are medians")
     parser.add_argument("--storage-mib", type=int, default=256, help="size of the storage benchmark's file set")
+    parser.add_argument("--storage-rounds", type=int, default=3, help="storage benchmark rounds (median)")
     parser.add_argument("--skip-storage", action="store_true")
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run that only checks the benchmark works (CI): --streams 1,16 --scale 0.05 "
+                             "--rounds 1 --placement pinned --storage-mib 16 --storage-rounds 1, nginx only if "
+                             "installed; its figures mean nothing")
     args = parser.parse_args(argv)
+    with_nginx = True
+    if args.smoke:
+        args.streams, args.scale, args.rounds, args.placement = "1,16", 0.05, 1, "pinned"
+        args.storage_mib, args.storage_rounds = 16, 1
+        with_nginx = install.nginx_binary() is not None
     logs = Path(tempfile.mkdtemp(prefix="modelops-bench-logs-"))
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; logs in {logs}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; logs in {logs}"
+          f"{' (smoke run)' if args.smoke else ''}")
+    if not with_nginx:
+        print("nginx is not installed: the nginx baseline is left out (python -m tests.components install nginx)")
     if not args.skip_gateway:
         for name in args.placement.split(","):
             placement = Placement.make(name)
-            runs = bench_gateway([int(s) for s in args.streams.split(",")], args.scale, logs, placement, args.rounds)
+            runs = bench_gateway([int(s) for s in args.streams.split(",")], args.scale, logs, placement, args.rounds,
+                                 with_nginx=with_nginx)
             print_gateway(runs, placement, args.rounds)
     if not args.skip_storage:
-        s = bench_storage(args.storage_mib, logs)
+        s = bench_storage(args.storage_mib, logs, rounds=args.storage_rounds)
         print(f"\nStorage initializer vs single stream ({s['files']} files, {s['mb']:.0f} MB, fake-gcs-server, "
               f"median of {s['rounds']} rounds)\n")
         print("| method | MB/s |")
@@ -349,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| single stream (google-cloud-storage, one file after another) | {s['single_mb_s']:.0f} |")
         print(f"| storage initializer (8 workers, 32 MiB slices, verified; its own clock) | {s['init_mb_s']:.0f} |")
         print(f"| storage initializer, wall clock incl. process start and listing | {s['init_wall_mb_s']:.0f} |")
+        print(f"\nratio storage initializer / single stream throughput: {s['init_mb_s'] / s['single_mb_s']:.2f} "
+              f"(wall clock {s['init_wall_mb_s'] / s['single_mb_s']:.2f})")
     return 0
 
 

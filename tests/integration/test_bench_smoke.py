@@ -1,0 +1,59 @@
+"""Every benchmark under tests/bench runs end to end: its ``--smoke`` run (a handful of objects,
+one round) exits 0 and prints its ratio line, so ``make bench`` cannot rot unseen.
+
+Nothing here looks at a figure: speed and memory are measured by the benchmarks themselves
+(``make bench``), never asserted in tests. The cluster benchmarks find the local cluster the
+``cluster`` fixture started (or a developer's own ``up``) and leave it running; each starts
+its own operator, as ``make bench`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 300  # seconds for one smoke run; they take well under a minute each
+
+# module, whether it needs the local cluster, the ratio line it must print
+BENCHMARKS = [
+    ("tests.bench.operator_scale", True, r"^ratio operator / bare client: \d+\.\d\d$"),
+    ("tests.bench.rollback_latency", True, r"^ratio median / budget \d+\.\d\d, max / budget \d+\.\d\d "),
+    ("tests.bench.gateway", False,
+     r"^ratio gateway / direct throughput \(pinned\): 1 streams \d+\.\d\d, 16 streams \d+\.\d\d$"),
+]
+
+
+@pytest.mark.parametrize(("module", "needs_cluster", "ratio_line"), BENCHMARKS,
+                         ids=[m.rsplit(".", 1)[1] for m, _, _ in BENCHMARKS])
+def test_benchmark_smoke_run_exits_0_and_prints_its_ratio(module: str, needs_cluster: bool, ratio_line: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    if needs_cluster:
+        cluster = request.getfixturevalue("cluster")  # started here when not up; the benchmark reuses it
+        if not cluster.local:
+            pytest.skip("the cluster benchmarks run on the local cluster (operator identity, audit log), "
+                        "not on MODELOPS_E2E_KUBECONFIG")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "operator"), str(ROOT / "inference-image"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", module, "--smoke"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: the benchmark's clean-up runs (operator, namespaces)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        raise AssertionError(f"{module} --smoke did not finish in {TIMEOUT}s\n"
+                             f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}") from None
+    output = f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}"
+    assert proc.returncode == 0, f"{module} --smoke exited {proc.returncode}\n{output}"
+    assert re.search(ratio_line, stdout, re.MULTILINE), f"no line matching {ratio_line!r}\n{output}"
