@@ -3,7 +3,7 @@
 These tests prove the RBAC by running the operator with the chart ServiceAccount's
 token: no other cluster-wide operator may reconcile the same objects meanwhile. The
 e2e suite's ``operator`` fixture runs one for the rest of the session once started,
-so these tests are moved before the first e2e test (a no-op when run on their own).
+so these tests are moved before the first e2e test (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ from tests.support.kube import ClusterHandle
 from .support import ChartOperator, Release, running
 
 HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    ours = [i for i in items if Path(str(i.fspath)).parent == HERE]
-    if not ours:
-        return
-    rest = [i for i in items if Path(str(i.fspath)).parent != HERE]
-    first_e2e = next((n for n, i in enumerate(rest) if "e2e" in Path(str(i.fspath)).parts), len(rest))
-    items[:] = rest[:first_e2e] + ours + rest[first_e2e:]
 
 
 # Old revisions are pruned at once (revisionHistory 0), so a rollout also exercises delete.
