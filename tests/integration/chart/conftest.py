@@ -8,7 +8,6 @@ so these tests are moved before the first e2e test (tests/integration/conftest.p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -16,9 +15,6 @@ import pytest
 from tests.support.kube import ClusterHandle
 
 from .support import ChartOperator, Release, running
-
-HERE = Path(__file__).resolve().parent
-
 
 # Old revisions are pruned at once (revisionHistory 0), so a rollout also exercises delete.
 TEST_VALUES = {"operator": {"revisionHistory": 0}}
