@@ -60,6 +60,14 @@ def given_v1_then_v2(api, cluster, namespace: str, v1: dict, v2: dict, h: Harnes
     apply(cluster, namespace, v2)
 
 
+def held_canary(prometheus: PrometheusServer, weight: int, router: str = "gateway-api") -> tuple[dict, dict, str, str]:
+    """v1 and v2 manifests whose canary stops at ``weight`` % behind an open pause."""
+    m = canary(prometheus, router=router)
+    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": weight}, {"pause": {}}]
+    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    return m, v2m, revision(m), revision(v2m)
+
+
 def keeps_serving(h: Harness, n: int = 30) -> None:
     """Users go on being served: ``n`` more answered requests from now."""
     served = h.served
@@ -329,10 +337,7 @@ def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_re
 
 
 def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
-    m = canary(prometheus)
-    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 30}, {"pause": {}}]
-    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
-    v1, v2 = revision(m), revision(v2m)
+    m, v2m, v1, v2 = held_canary(prometheus, 30)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
         given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
@@ -538,10 +543,7 @@ def test_service_router_canary_aborted_on_error_rate_keeps_the_stable_serving(
 def test_service_router_revert_mid_canary_serves_v1_at_full_size(
         api, cluster, namespace, operator, prometheus, tmp_path) -> None:
     """Argo CD syncs a revert while the canary holds half the pods."""
-    m = canary(prometheus, router="service")
-    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
-    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
-    v1, v2 = revision(m), revision(v2m)
+    m, v2m, v1, v2 = held_canary(prometheus, 50, router="service")
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
         given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)
@@ -607,10 +609,7 @@ def test_service_router_degraded_bake_rolls_back_to_v1_at_full_size(
 
 def test_gateway_api_revert_mid_canary_serves_v1_at_full_size(
         api, cluster, namespace, operator, prometheus, tmp_path) -> None:
-    m = canary(prometheus)
-    m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"pause": {}}]
-    v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
-    v1, v2 = revision(m), revision(v2m)
+    m, v2m, v1, v2 = held_canary(prometheus, 50)
     with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
         given_v1_then_v2(api, cluster, namespace, m, v2m, h)
         wait_phase(api, namespace, "chat", "Paused", timeout=60)

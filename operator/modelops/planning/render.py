@@ -32,7 +32,6 @@ class Rendered:
     replicas: dict[str, int] = field(default_factory=dict)
     delete: list[tuple[str, str]] = field(default_factory=list)
     requeue_after: float | None = None
-    routing: traffic.Routing | None = None
 
 
 def render(owner: dict[str, str], spec: ModelDeploymentSpec, config: OperatorConfig, target: str,
@@ -43,7 +42,6 @@ def render(owner: dict[str, str], spec: ModelDeploymentSpec, config: OperatorCon
     ready = {n: r.ready for n, r in revisions.items()}
     others_ready = any(r.ready > 0 for n, r in revisions.items() if n not in (d.traffic.stable, d.traffic.canary))
     routing = traffic.route(d.traffic, ready, spec.traffic.router, others_ready)
-    out.routing = routing
     objs = traffic.objects(owner, spec, routing, split_applied=observed.split_applied)
 
     replicas = dict(d.replicas)

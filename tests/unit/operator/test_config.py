@@ -44,15 +44,16 @@ def test_defaults() -> None:
     assert cfg.peering_namespace is None
 
 
+def environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELOPS_PROMETHEUS_TOKEN", "s3cret")
-    monkeypatch.setenv("MODELOPS_METADATA_POLL_SECONDS", "1")
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    monkeypatch.setenv("MODELOPS_PEERING", "modelops")
-    monkeypatch.setenv("MODELOPS_PEER_PRIORITY", "7")
-    monkeypatch.setenv("POD_ID", "modelops-6f7d-abcde")
-    monkeypatch.setenv("MODELOPS_NAMESPACES", '["ml", "demo"]')
+    environment(monkeypatch, MODELOPS_PROMETHEUS_TOKEN="s3cret", MODELOPS_METADATA_POLL_SECONDS="1",
+                STORAGE_EMULATOR_HOST="http://127.0.0.1:4443", GOOGLE_CLOUD_PROJECT="test",
+                MODELOPS_PEERING="modelops", MODELOPS_PEER_PRIORITY="7", POD_ID="modelops-6f7d-abcde",
+                MODELOPS_NAMESPACES='["ml", "demo"]')
     cfg = OperatorConfig()
     assert cfg.prometheus_token is not None and cfg.prometheus_token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
@@ -63,12 +64,9 @@ def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_prefixed_names_win_over_the_google_clients_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
-    monkeypatch.setenv("MODELOPS_STORAGE_EMULATOR_HOST", "http://127.0.0.1:2")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "theirs")
-    monkeypatch.setenv("MODELOPS_GOOGLE_CLOUD_PROJECT", "ours")
-    monkeypatch.setenv("POD_ID", "pod")
-    monkeypatch.setenv("MODELOPS_PEER_ID", "peer")
+    environment(monkeypatch, STORAGE_EMULATOR_HOST="http://127.0.0.1:1",
+                MODELOPS_STORAGE_EMULATOR_HOST="http://127.0.0.1:2", GOOGLE_CLOUD_PROJECT="theirs",
+                MODELOPS_GOOGLE_CLOUD_PROJECT="ours", POD_ID="pod", MODELOPS_PEER_ID="peer")
     cfg = OperatorConfig()
     assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.peer_id) == ("http://127.0.0.1:2", "ours", "peer")
 
