@@ -97,6 +97,18 @@ def pod_security() -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def gcs_env(ctx: PodContext) -> list[dict[str, Any]]:
+    """The operator's GCS endpoint settings, passed to the pod's GCS clients (storage initializer,
+    metadata reader) so they read the same store as the operator: an emulator's address means
+    anonymous access to it; unset, the pods use GCS with their own Workload Identity."""
+    env = []
+    if ctx.config.storage_emulator_host:
+        env.append({"name": "STORAGE_EMULATOR_HOST", "value": ctx.config.storage_emulator_host})
+    if ctx.config.google_cloud_project:
+        env.append({"name": "GOOGLE_CLOUD_PROJECT", "value": ctx.config.google_cloud_project})
+    return env
+
+
 def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
     env = [
         {"name": "MODELOPS_ENGINE", "value": ctx.spec.engine.type},
@@ -113,6 +125,8 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         env.append({"name": "MODELOPS_METADATA_GENERATION", "value": str(ctx.metadata_generation)})
     elif ctx.spec.model.metadata:
         env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.spec.model.metadata})
+    if ctx.spec.model.metadata:
+        env += gcs_env(ctx)
     return {
         "name": "gateway",
         "image": ctx.config.inference_image,
@@ -137,6 +151,7 @@ def storage_initializer(ctx: PodContext) -> list[dict[str, Any]]:
         "name": "storage-initializer",
         "image": ctx.config.inference_image,
         "args": ["modelops-storage-initializer", ctx.spec.model.source, ctx.model_dir],
+        **({"env": gcs_env(ctx)} if gcs_env(ctx) else {}),
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": container_security(),
         "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_DIR},
