@@ -18,17 +18,20 @@ $(VENV)/.installed: pyproject.toml
 build: venv  ## build and cache the local cluster's binaries (once per version)
 	$(PY) -m tests.cluster build
 
-components: venv  ## the real test components: llama.cpp + SmolLM2, Ollama, Prometheus (cached builds)
+components: venv  ## the real test components: llama.cpp + SmolLM2, Ollama, Prometheus; the cluster's binaries and images (cached builds)
 	$(PY) -m tests.components install
+	$(PY) -m tests.cluster build
+	$(PY) -m tests.images build
 
-run: venv  ## the operator on the local cluster (started when no KUBECONFIG is given), with the examples applied
-	$(if $(KUBECONFIG),,$(PY) -m tests.cluster up)
+run: components  ## SmolLM2 answering from a real pod: cluster with its real node, images built here, the operator installed by the Helm chart
+ifeq ($(KUBECONFIG),)
+	$(PY) -m tests.cluster up
+	$(PY) -m tests.quickstart
+else
+	# Your own cluster: the CRD, then the operator in the foreground against it (or install the chart: README).
 	$(KUBECTL) --kubeconfig $(KCFG) apply --server-side --force-conflicts -f crds/
-	$(KUBECTL) --kubeconfig $(KCFG) wait --for=condition=Established --timeout=60s crd/modeldeployments.modelops.dev
-	$(KUBECTL) --kubeconfig $(KCFG) create namespace demo --dry-run=client -o yaml | $(KUBECTL) --kubeconfig $(KCFG) apply -f -
-	$(KUBECTL) --kubeconfig $(KCFG) apply -n demo -f examples/
-	@echo "operator starting; in another shell: KUBECONFIG=$(KCFG) $(KUBECTL) get modeldeployments -n demo -w"
 	KUBECONFIG=$(KCFG) $(PY) -m modelops run
+endif
 
 test: components  ## every tier; starts (and stops) the local cluster and components it needs
 	$(PY) -m pytest

@@ -23,12 +23,12 @@ from tests.cluster.controlplane import Cluster
 from tests.support.kube import ClusterHandle
 from tests.support.wait import wait_for
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "pods")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The tier follows the directory: tests/unit, tests/integration, tests/e2e.
+    # The tier follows the directory: tests/unit, tests/integration, tests/e2e, tests/pods.
     for item in items:
         parts = Path(str(item.fspath)).parts
         for tier in TIERS:

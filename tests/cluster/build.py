@@ -61,6 +61,7 @@ def binaries() -> dict[str, Binary]:
         out[name] = Binary(name, "containerd", versions.CONTAINERD)
     out["runc"] = Binary("runc", "runc", versions.RUNC)
     out["coredns"] = Binary("coredns", "coredns", versions.COREDNS)
+    out["prometheus"] = Binary("prometheus", "prometheus", versions.PROMETHEUS)
     return out
 
 
@@ -230,6 +231,10 @@ def build_node(env: dict[str, str]) -> None:
                tags="no_btrfs no_devmapper no_zfs")
     build_runc(env)
     go_install("coredns", versions.COREDNS, "github.com/coredns/coredns", env)
+    # Only the Kubernetes service discovery (Prometheus' build tags): the cloud SDKs of the others
+    # would double the build time for nothing.
+    go_install("prometheus", versions.PROMETHEUS, "github.com/prometheus/prometheus/cmd/prometheus", env,
+               tags="remove_all_sd,enable_kubernetes_sd")
 
 
 def _module_files(module: str, version: str, files: list[str], env: dict[str, str], target: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import yaml
 
-from . import build, nodes, realnode, versions
+from . import build, nodes, realnode, services, versions
 from .errors import ClusterError
 from .pki import PKI
 
@@ -79,7 +79,7 @@ AUDIT_POLICY = {
 }
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-COMPONENTS = CONTROL_PLANE + realnode.COMPONENTS
+COMPONENTS = CONTROL_PLANE + realnode.COMPONENTS + services.COMPONENTS
 
 
 def default_state_dir() -> Path:
@@ -224,6 +224,7 @@ class Cluster:
                        timeout)
             self._create_nodes(timeout)
             node.start(pki, max(timeout, 120))
+            services.start(self, pki, timeout)
             self.kubectl("apply", "--server-side", "-f", str(build.gateway_api_crds()))
             self._wait("the default ServiceAccount (controller-manager's serviceaccount controller)",
                        "kube-controller-manager",
@@ -235,7 +236,8 @@ class Cluster:
         return time.monotonic() - started
 
     def _check_ports(self) -> None:
-        ports = self.ports.by_component() | realnode.NodePorts(self.ports.base).by_component()
+        ports = (self.ports.by_component() | realnode.NodePorts(self.ports.base).by_component()
+                 | services.ServicePorts(self.ports.base).by_component())
         for component, port in ports.items():
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

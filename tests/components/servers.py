@@ -33,12 +33,15 @@ def fake_gcs_binary() -> Path:
 class FakeGCS:
     """fake-gcs-server (memory backend) behind the real google-cloud-storage client."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, port: int | None = None, host: str = LOOPBACK,
+                 public_host: str | None = None) -> None:
+        # ``host``: where it listens (the pod bridge's address when pods read from it);
+        # ``public_host``: the address it writes into object links (what its clients use).
         self.port = port or free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.proc = ManagedProcess("fake-gcs-server", [
-            str(fake_gcs_binary()), "-backend", "memory", "-scheme", "http", "-host", LOOPBACK,
-            "-port", str(self.port), "-public-host", f"{LOOPBACK}:{self.port}", "-log-level", "warn",
+            str(fake_gcs_binary()), "-backend", "memory", "-scheme", "http", "-host", host,
+            "-port", str(self.port), "-public-host", public_host or f"{host}:{self.port}", "-log-level", "warn",
         ], log_dir=log_dir)
 
     def start(self) -> "FakeGCS":

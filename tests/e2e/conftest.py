@@ -34,7 +34,10 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["FakeGCS"]:
 def operator(cluster: ClusterHandle, crd: str, gcs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = OperatorProcess(cluster.operator_kubeconfig or cluster.kubeconfig, log,
-                         extra_env={**gcs.env(), "MODELOPS_METADATA_POLL_SECONDS": "1"})
+                         # Only the tests' namespaces (t-*): the real-pod tier's operator, installed
+                         # by the chart in the same cluster, owns its own namespace.
+                         extra_env={**gcs.env(), "MODELOPS_METADATA_POLL_SECONDS": "1",
+                                    "MODELOPS_NAMESPACES": '["t-*"]'})
     op.start()
     try:
         yield op

@@ -109,3 +109,22 @@ def test_gpu_resource_name_and_type_map_are_configurable() -> None:
     pod = dep["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": "8"}
     assert pod["tolerations"][0]["key"] == "amd.com/gpu"
+
+
+def test_pods_gcs_clients_read_the_store_the_operator_is_configured_for() -> None:
+    """The operator's GCS endpoint settings reach the storage initializer and the gateway's metadata
+    reader (an emulator in tests, a private endpoint in production); unset, the pods use GCS itself."""
+    s = ModelDeploymentSpec.model_validate(CASES["vllm-gs-l4"])
+
+    def env(cfg: OperatorConfig) -> dict[str, dict[str, str]]:
+        pod = resources.revision_deployment(OWNER, s, cfg, "chat-1", 1)["spec"]["template"]["spec"]
+        return {c["name"]: {e["name"]: e.get("value") for e in c.get("env", [])}
+                for c in pod["initContainers"] + pod["containers"]}
+
+    emulated = env(OperatorConfig(_env_file=None, storage_emulator_host="http://gcs.infra.svc:4443",
+                                  google_cloud_project="p"))
+    for container in ("storage-initializer", "gateway"):
+        assert emulated[container]["STORAGE_EMULATOR_HOST"] == "http://gcs.infra.svc:4443"
+        assert emulated[container]["GOOGLE_CLOUD_PROJECT"] == "p"
+    assert "STORAGE_EMULATOR_HOST" not in emulated["engine"]
+    assert all("STORAGE_EMULATOR_HOST" not in e for e in env(OperatorConfig(_env_file=None)).values())

@@ -15,6 +15,7 @@ MODELS_DIR = "/models"
 PVC_DIR = "/mnt/pvc"
 SPLIT_DIR = "/etc/modelops/split"  # the A/B split ConfigMap, mounted in the gateway container
 SPLIT_FILE = "split.json"
+PRESTOP_SECONDS = 5
 UID = 1000
 
 LABEL_DEPLOYMENT = "modelops.dev/deployment"
@@ -137,6 +138,10 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
                            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/health/live", "port": "http"},
                           "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+        # A deleted pod leaves the Service's endpoints while it gets SIGTERM, not before: keep
+        # accepting requests until kube-proxy (and any load balancer) has stopped sending new
+        # ones, then shut down gracefully (uvicorn finishes what is in flight).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"},

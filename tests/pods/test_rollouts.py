@@ -1,0 +1,132 @@
+"""Rollouts on real pods, under continuous traffic through the ModelDeployment's Service
+(kube-proxy), judged by real analysis (Prometheus scraping the pods it discovered).
+
+Router: ``service`` only. The ``gateway-api`` router needs a data plane that splits an
+HTTPRoute's weights; none runs here (Envoy-based gateways need an Envoy binary no
+reachable registry serves), so its rendering is covered by the stand-in e2e tier.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+from kubernetes import client
+
+from tests.e2e.steps import apply, events, get, wait_phase
+from tests.support import realpods
+from tests.support.wait import wait_for
+
+from .test_serving import healthy, smollm2
+
+ANALYSIS = {"interval": "4s", "window": "20s", "failureLimit": 1,
+            "provider": {"prometheus": {"address": realpods.PROMETHEUS_IN_CLUSTER}},
+            "metrics": [{"name": "error-rate", "template": "errorRate", "max": 0.05, "minSamples": 5}]}
+
+
+def canary(steps: list[dict], name: str = "smol", **rollout) -> dict:
+    m = smollm2(name)
+    m["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": steps}, "analysis": copy.deepcopy(ANALYSIS),
+                            **rollout}
+    return m
+
+
+def changed(m: dict, num_ctx: int = 2048, **engine) -> dict:
+    """The same model with another engine setting: a new revision."""
+    out = copy.deepcopy(m)
+    out["spec"]["engine"]["ollama"]["numCtx"] = num_ctx
+    out["spec"]["engine"].update(engine)
+    return out
+
+
+def stable(api, name: str) -> str:
+    return get(api, realpods.NS_MODELS, name).get("status", {}).get("stableRevision", "")
+
+
+def test_canary_promoted_by_real_analysis_under_traffic(cluster, api, infra, models):
+    v1 = canary([{"setWeight": 50}, {"pause": {"duration": "20s"}}, {"analysis": {"duration": "12s"}}])
+    apply(cluster, models, v1)
+    healthy(cluster, api, "smol")
+    old = stable(api, "smol")
+    with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
+        traffic.wait_served(10)
+        apply(cluster, models, changed(v1))
+        wait_for(lambda: stable(api, "smol") not in ("", old), timeout=400,
+                 what=f"the canary promoted\n{realpods.diagnose(cluster, models)}")
+        new = stable(api, "smol")
+        healthy(cluster, api, "smol")
+        traffic.wait_served(10)
+    traffic.assert_no_failure()
+    served = traffic.by_revision()
+    assert served[old] > 0 and served[new] > 0, served  # both revisions answered users during the canary
+    analysis = get(api, models, "smol")["status"]["analysis"]["error-rate"]
+    assert analysis["successful"] >= 1 and analysis["samples"] >= 5, analysis
+    assert any(r == "Promoted" or "promot" in m.lower() for _, r, m in events(api, models, "smol"))
+
+
+def test_revision_that_cannot_start_is_rolled_back_and_stable_keeps_serving(cluster, api, infra, models):
+    v1 = canary([{"setWeight": 50}, {"pause": {}}], progressDeadline="60s")
+    apply(cluster, models, v1)
+    healthy(cluster, api, "smol")
+    old = stable(api, "smol")
+    # A real fault: `ollama serve` refuses an unknown flag, the engine container exits, the pod never gets ready.
+    broken = changed(v1, args=["--no-such-flag"])
+    with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
+        traffic.wait_served(5)
+        apply(cluster, models, broken)
+        wait_phase(api, models, "smol", "Degraded", timeout=240)
+        traffic.wait_served(10)
+    traffic.assert_no_failure()
+    assert set(traffic.by_revision()) == {old}
+    md = get(api, models, "smol")
+    assert md["status"]["stableRevision"] == old
+    assert client.AppsV1Api(api).read_namespaced_deployment(old, models).status.available_replicas == 1
+
+
+def test_sticky_ab_split_at_20_percent_through_the_kubelets_configmap_refresh(cluster, api, infra, models):
+    m = smollm2()
+    apply(cluster, models, m)
+    healthy(cluster, api, "smol")
+    old = stable(api, "smol")
+    ab = changed(m)
+    ab["spec"]["rollout"] = {"strategy": "ABTest", "abTest": {"weight": 20, "stickyHeader": "x-user-id"}}
+    apply(cluster, models, ab)
+    url = realpods.service_url(api, models, "smol")
+    with realpods.Traffic(url, users=60) as traffic:
+        # The split reaches the stable gateway as a file of its mounted ConfigMap, when the kubelet refreshes it.
+        wait_for(lambda: len(traffic.by_revision()) == 2, timeout=300,
+                 what=f"the challenger to answer users\n{realpods.diagnose(cluster, models)}")
+        start = len(traffic.answers)
+        wait_for(lambda: len(traffic.answers) >= start + 180, timeout=300, what="180 more answers")
+    traffic.assert_no_failure()
+    seen: dict[str, set[str]] = defaultdict(set)
+    for a in traffic.answers[start:]:
+        seen[a.user].add(a.revision)
+    assert all(len(revs) == 1 for revs in seen.values()), {u: r for u, r in seen.items() if len(r) > 1}
+    challenger_users = sum(1 for revs in seen.values() if old not in revs)
+    share = challenger_users / len(seen)
+    assert 0.05 <= share <= 0.40, f"{challenger_users}/{len(seen)} users on the challenger"
+
+
+def test_operator_pod_killed_mid_rollout_its_replacement_finishes_it(cluster, api, infra, models):
+    v1 = canary([{"setWeight": 50}, {"pause": {"duration": "40s"}}])
+    apply(cluster, models, v1)
+    healthy(cluster, api, "smol")
+    old = stable(api, "smol")
+    with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
+        traffic.wait_served(5)
+        apply(cluster, models, changed(v1))
+        wait_for(lambda: get(api, models, "smol").get("status", {}).get("currentStep") == 1, timeout=300,
+                 what=f"the canary paused at 50 %\n{realpods.diagnose(cluster, models)}")
+        killed = realpods.operator_pod(api)
+        assert killed is not None
+        cluster.kubectl("delete", "pod", "-n", realpods.NS_OPERATOR, killed.metadata.name,
+                        "--grace-period=0", "--force")
+        wait_for(lambda: (p := realpods.operator_pod(api)) is not None and p.metadata.uid != killed.metadata.uid
+                 and bool(p.status.container_statuses) and p.status.container_statuses[0].ready,
+                 timeout=120, what="the operator's replacement pod ready")
+        wait_for(lambda: stable(api, "smol") not in ("", old), timeout=300,
+                 what=f"the replacement to finish the rollout\n{realpods.diagnose(cluster, models)}")
+        healthy(cluster, api, "smol")
+        traffic.wait_served(5)
+    traffic.assert_no_failure()
