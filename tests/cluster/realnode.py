@@ -236,7 +236,7 @@ def kubelet_config(state: Path, ports: NodePorts, pki_dir: Path) -> dict:
         "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
         "address": BRIDGE_IP, "port": ports.kubelet, "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1", "healthzPort": ports.kubelet_healthz,
-        "tlsCertFile": str(pki_dir / "kubelet.crt"), "tlsPrivateKeyFile": str(pki_dir / "kubelet.key"),
+        "tlsCertFile": str(pki_dir / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(pki_dir / "kubelet-serving.key"),
         "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
                            "x509": {"clientCAFile": str(pki_dir / "ca.crt")}},
         "authorization": {"mode": "Webhook"},
@@ -313,7 +313,7 @@ COREDNS_RBAC = [
 
 def write_credentials(cluster: "Cluster", pki: PKI) -> None:
     """Node, kube-proxy and CoreDNS identities from the cluster CA; the kubelet's serving certificate."""
-    pki.serving("kubelet", [BRIDGE_IP], [NODE_NAME])
+    pki.serving("kubelet-serving", [BRIDGE_IP], [NODE_NAME])
     identities = {"kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
                   "kube-proxy": ("system:kube-proxy", None),
                   "coredns": ("system:coredns", None)}

@@ -148,6 +148,7 @@ class Traffic:
     url: str
     users: int = 20
     max_tokens: int = 4
+    model: str = "smollm2"
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -171,7 +172,7 @@ class Traffic:
                 self.answers.append(self.one(http, user))
 
     def one(self, http: httpx.Client, user: str) -> Answer:
-        body = {"model": "ignored", "max_tokens": self.max_tokens, "temperature": 0,
+        body = {"model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
                 "messages": [{"role": "user", "content": "Say hello."}]}
         try:
             resp = http.post(f"{self.url}/v1/chat/completions", json=body, headers={"x-user-id": user})
@@ -197,8 +198,10 @@ class Traffic:
 
     def wait_served(self, n: int, timeout: float = 120) -> None:
         start = self.served()
-        wait_for(lambda: self.served() >= start + n, timeout=timeout,
-                 what=f"{n} more answered requests (failed so far: {self.failed()[:3]})")
+        try:
+            wait_for(lambda: self.served() >= start + n, timeout=timeout, what=f"{n} more answered requests")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {len(self.failed())} failed, first: {self.failed()[:3]}") from None
 
     def assert_no_failure(self) -> None:
         failed = self.failed()
