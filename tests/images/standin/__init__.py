@@ -1,0 +1,1 @@
+"""Programs that run inside the test images (not imported by the build)."""
