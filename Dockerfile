@@ -5,8 +5,10 @@
 #
 # `python -m modelops run` (the default) runs the operator; the Helm chart passes its
 # flags (--liveness, --peering, --namespace). Runs as uid/gid 65532 on a read-only root
-# filesystem (the chart mounts an emptyDir at /tmp). The build stage's steps are run in a
-# fresh virtual environment by tests/integration/chart/test_dockerfile.py.
+# filesystem (the chart mounts an emptyDir at /tmp). Tested as built: tests/images builds
+# it as written (buildah; PYTHON_IMAGE a local Debian Python), then
+# tests/integration/chart/test_dockerfile.py lints it and checks the built image's config
+# and layers from its OCI archive, and tests/pods runs it in a real pod.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
