@@ -34,6 +34,13 @@ def gpu_deployment(name: str, gpus: int) -> client.V1Deployment:
 
 def test_nodes_advertise_gpu_capacity(api: client.ApiClient, cluster) -> None:
     nodes = client.CoreV1Api(api).list_node().items
+    if cluster.local:
+        # The real node (simulated GPUs too) is reserved by its own taint: tests/pods covers it.
+        real = [n for n in nodes if n.metadata.labels.get("modelops.dev/node") == "real"]
+        assert [n.metadata.name for n in real] == ["modelops-worker"]
+        assert int(real[0].status.allocatable[GPU]) == 4
+        assert any(t.key == "modelops.dev/node" and t.effect == "NoSchedule" for t in real[0].spec.taints)
+        nodes = [n for n in nodes if n not in real]
     gpu_nodes = [n for n in nodes if int(n.status.capacity.get(GPU, "0")) > 0]
     assert gpu_nodes, "no node advertises nvidia.com/gpu"
     for n in gpu_nodes:

@@ -9,11 +9,12 @@ reachable registry serves), so its rendering is covered by the stand-in e2e tier
 from __future__ import annotations
 
 import copy
+import json
 from collections import defaultdict
 
 from kubernetes import client
 
-from tests.e2e.steps import apply, events, get, wait_phase
+from tests.e2e.steps import apply, condition, events, get, wait_phase
 from tests.support import realpods
 from tests.support.wait import wait_for
 
@@ -64,7 +65,7 @@ def test_canary_promoted_by_real_analysis_under_traffic(cluster, api, infra, mod
     assert any(r == "Promoted" or "promot" in m.lower() for _, r, m in events(api, models, "smol"))
 
 
-def test_revision_that_cannot_start_is_rolled_back_and_stable_keeps_serving(cluster, api, infra, models):
+def test_revision_that_cannot_start_fails_and_stable_keeps_serving(cluster, api, infra, models):
     v1 = canary([{"setWeight": 50}, {"pause": {}}], progressDeadline="60s")
     apply(cluster, models, v1)
     healthy(cluster, api, "smol")
@@ -74,13 +75,44 @@ def test_revision_that_cannot_start_is_rolled_back_and_stable_keeps_serving(clus
     with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
         traffic.wait_served(5)
         apply(cluster, models, broken)
-        wait_phase(api, models, "smol", "Degraded", timeout=240)
+        md = wait_phase(api, models, "smol", "Failed", timeout=240)
+        assert condition(md, "Progressing")["reason"] == "ProgressDeadlineExceeded", md["status"]
         traffic.wait_served(10)
     traffic.assert_no_failure()
     assert set(traffic.by_revision()) == {old}
     md = get(api, models, "smol")
     assert md["status"]["stableRevision"] == old
     assert client.AppsV1Api(api).read_namespaced_deployment(old, models).status.available_replicas == 1
+
+
+def test_degraded_serving_config_is_rolled_back_by_real_analysis_under_traffic(cluster, api, infra, models):
+    """A new serving config from GCS (the model-selection workflow's ``best_model_metadata.json``)
+    that makes every answer run to 48 tokens (12 times the stable's): the canary's p95 latency against the stable's,
+    measured by Prometheus on both pods, rolls it back; users never see an error."""
+    fast = infra.upload("models", "configs/fast/best_model_metadata.json",
+                        data=json.dumps({"selected_model": "smollm2", "hyperparameters": {"max_tokens": 4}}).encode())
+    slow = infra.upload("models", "configs/slow/best_model_metadata.json", data=json.dumps(
+        {"selected_model": "smollm2", "hyperparameters": {"max_tokens": 48, "temperature": 1.5}}).encode())
+    v1 = canary([{"setWeight": 50}, {"pause": {"duration": "90s"}}])
+    v1["spec"]["model"]["metadata"] = fast
+    v1["spec"]["rollout"]["analysis"]["metrics"].append(
+        {"name": "latency-p95", "template": "latencyP95", "maxRatioToStable": 3, "minSamples": 5})
+    apply(cluster, models, v1)
+    healthy(cluster, api, "smol")
+    old = stable(api, "smol")
+    v2 = copy.deepcopy(v1)
+    v2["spec"]["model"]["metadata"] = slow
+    # Requests leave max_tokens to the serving config, as clients of a managed model do.
+    with realpods.Traffic(realpods.service_url(api, models, "smol"), max_tokens=None) as traffic:
+        traffic.wait_served(10)
+        apply(cluster, models, v2)
+        md = wait_phase(api, models, "smol", "RolledBack", timeout=400)
+        traffic.wait_served(5)
+    traffic.assert_no_failure()
+    assert md["status"]["stableRevision"] == old
+    verdict = md["status"]["analysis"]["latency-p95"]
+    assert verdict["verdict"] == "Failed" and verdict["value"] > 3 * verdict["stableValue"], verdict
+    assert len(traffic.by_revision()) == 2  # the degraded revision did serve users before it was rolled back
 
 
 def test_sticky_ab_split_at_20_percent_through_the_kubelets_configmap_refresh(cluster, api, infra, models):

@@ -147,7 +147,7 @@ class Traffic:
 
     url: str
     users: int = 20
-    max_tokens: int = 4
+    max_tokens: int | None = 4  # None: leave it to the serving config
     model: str = "smollm2"
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -165,15 +165,19 @@ class Traffic:
 
     def _run(self) -> None:
         n = 0
-        with httpx.Client(timeout=httpx.Timeout(60, connect=5)) as http:
+        # A connection per request, as many users have: kube-proxy balances connections, not
+        # requests, so one keep-alive connection would stay on one pod whatever the split.
+        with httpx.Client(timeout=httpx.Timeout(60, connect=5),
+                          limits=httpx.Limits(max_keepalive_connections=0)) as http:
             while not self._stop.is_set():
                 user = f"user-{n % self.users}"
                 n += 1
                 self.answers.append(self.one(http, user))
 
     def one(self, http: httpx.Client, user: str) -> Answer:
-        body = {"model": self.model, "max_tokens": self.max_tokens, "temperature": 0,
-                "messages": [{"role": "user", "content": "Say hello."}]}
+        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": "Say hello."}]}
+        if self.max_tokens is not None:
+            body |= {"max_tokens": self.max_tokens, "temperature": 0}
         try:
             resp = http.post(f"{self.url}/v1/chat/completions", json=body, headers={"x-user-id": user})
         except httpx.HTTPError as exc:
