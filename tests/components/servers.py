@@ -30,18 +30,32 @@ def fake_gcs_binary() -> Path:
     return Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
 
 
+def emulator_client(url: str) -> Any:
+    """The real google-cloud-storage client against the emulator at ``url`` (anonymous)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    # The client reads the emulator's address from the environment when it is created.
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    try:
+        return storage.Client(project="test", credentials=AnonymousCredentials())
+    finally:
+        if old is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
 class FakeGCS:
     """fake-gcs-server (memory backend) behind the real google-cloud-storage client."""
 
-    def __init__(self, log_dir: Path, port: int | None = None, host: str = LOOPBACK,
-                 public_host: str | None = None) -> None:
-        # ``host``: where it listens (the pod bridge's address when pods read from it);
-        # ``public_host``: the address it writes into object links (what its clients use).
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"http://{LOOPBACK}:{self.port}"
         self.proc = ManagedProcess("fake-gcs-server", [
-            str(fake_gcs_binary()), "-backend", "memory", "-scheme", "http", "-host", host,
-            "-port", str(self.port), "-public-host", public_host or f"{host}:{self.port}", "-log-level", "warn",
+            str(fake_gcs_binary()), "-backend", "memory", "-scheme", "http", "-host", LOOPBACK,
+            "-port", str(self.port), "-public-host", f"{LOOPBACK}:{self.port}", "-log-level", "warn",
         ], log_dir=log_dir)
 
     def start(self) -> "FakeGCS":
@@ -53,18 +67,7 @@ class FakeGCS:
         return {"STORAGE_EMULATOR_HOST": self.url, "GOOGLE_CLOUD_PROJECT": "test"}
 
     def client(self) -> Any:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        old = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = self.url
-        try:
-            return storage.Client(project="test", credentials=AnonymousCredentials())
-        finally:
-            if old is None:
-                os.environ.pop("STORAGE_EMULATOR_HOST", None)
-            else:
-                os.environ["STORAGE_EMULATOR_HOST"] = old
+        return emulator_client(self.url)
 
     def stop(self) -> None:
         self.proc.stop()

@@ -22,8 +22,7 @@ from tests.support.wait import wait_for
 
 
 class PrometheusServer:
-    def __init__(self, scrape_interval: str = "1s", host: str = "127.0.0.1",
-                 scrape_configs: list[dict] | None = None) -> None:
+    def __init__(self, scrape_interval: str = "1s") -> None:
         binary = shutil.which("prometheus")
         if not binary:
             raise RuntimeError("prometheus is not installed: `apt-get install -y --no-install-recommends prometheus` "
@@ -31,27 +30,25 @@ class PrometheusServer:
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="modelops-prom-"))
         self.port = free_port()
-        self.host = host
         self.targets_file = self.dir / "targets.json"
         self.targets: dict[str, dict[str, str]] = {}
         self._write_targets()
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "scrape_configs": [{"job_name": "gateways", "scrape_timeout": "900ms",
-                                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}]},
-                               *(scrape_configs or [])],
+                                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}]}],
         }))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "PrometheusServer":
         log = (self.dir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen([
             self.binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
-            f"--web.listen-address={self.host}:{self.port}", "--web.enable-lifecycle",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
             "--storage.tsdb.retention.time=1h"], stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._ready, timeout=30, what=f"Prometheus on {self.address} (log {self.dir / 'prometheus.log'})")
         return self

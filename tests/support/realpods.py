@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ import httpx
 from kubernetes import client
 
 from tests.cluster import realnode, services
+from tests.components.servers import emulator_client
 from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,19 +53,7 @@ class Infra:
     prometheus_url: str
 
     def gcs(self) -> Any:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        # The client reads the emulator's address from the environment when it is created.
-        old = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = self.gcs_url
-        try:
-            return storage.Client(project="test", credentials=AnonymousCredentials())
-        finally:
-            if old is None:
-                os.environ.pop("STORAGE_EMULATOR_HOST", None)
-            else:
-                os.environ["STORAGE_EMULATOR_HOST"] = old
+        return emulator_client(self.gcs_url)
 
     def upload(self, bucket: str, name: str, path: Path | None = None, data: bytes | None = None) -> str:
         storage = self.gcs()
