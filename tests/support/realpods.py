@@ -38,8 +38,7 @@ RELEASE = "modelops"
 def namespace_body(name: str, enforce: str, real_node: bool = True) -> dict[str, Any]:
     """A namespace under Pod Security ``enforce`` (and warn/audit at restricted), pinned to the real node."""
     labels = {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/enforce-version": "latest",
-              "pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted",
-              "modelops.dev/test": "true"}
+              "pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted"}
     annotations = realnode.namespace_annotations() if real_node else {}
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
