@@ -7,7 +7,6 @@ or with the given kubeconfig on any other cluster.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
@@ -33,12 +32,6 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["FakeGCS"]:
 
 @pytest.fixture(scope="session")
 def operator(cluster: ClusterHandle, crd: str, gcs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    # The GCS settings are part of every pod template (the pods' GCS clients get them), so revision
-    # names depend on them: tests compute expected names with OperatorConfig(), which must see the
-    # operator's settings (MODELOPS_ names: the Google client in this process is not redirected).
-    settings = {"MODELOPS_STORAGE_EMULATOR_HOST": gcs.url, "MODELOPS_GOOGLE_CLOUD_PROJECT": "test"}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = OperatorProcess(cluster.operator_kubeconfig or cluster.kubeconfig, log,
                          # Only the tests' namespaces (t-*): the real-pod tier's operator, installed
@@ -50,8 +43,13 @@ def operator(cluster: ClusterHandle, crd: str, gcs, tmp_path_factory: pytest.Tem
         yield op
     finally:
         op.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def operator_gcs_settings(gcs: "FakeGCS", monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GCS settings are part of every pod template (the pods' GCS clients get them), so revision
+    names depend on them: e2e tests compute expected names with OperatorConfig(), which must see the
+    operator's settings. Per test (monkeypatch), so no other tier sees them; MODELOPS_ names, so the
+    Google client in this process is not redirected."""
+    monkeypatch.setenv("MODELOPS_STORAGE_EMULATOR_HOST", gcs.url)
+    monkeypatch.setenv("MODELOPS_GOOGLE_CLOUD_PROJECT", "test")
