@@ -365,10 +365,21 @@ def _probe_during_stream(base: str, chat: dict) -> None:
     """A probe while a generation streams (the gateway's /v1/models probe) answers at once and
     leaves the stream whole: llama.cpp's own server would end the stream and wait."""
     result: list[tuple[int, bytes]] = []
-    streaming = threading.Thread(target=lambda: result.append(
-        http("POST", f"{base}/v1/chat/completions", {**chat, "stream": True, "max_tokens": 48})))
+    first_event = threading.Event()
+
+    def stream() -> None:
+        req = urllib.request.Request(f"{base}/v1/chat/completions", method="POST",
+                                     data=json.dumps({**chat, "stream": True, "max_tokens": 48}).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            head = resp.readline()  # the stream is under way: the probe below lands in the middle of it
+            first_event.set()
+            result.append((resp.status, head + resp.read()))
+
+    streaming = threading.Thread(target=stream)
     streaming.start()
-    time.sleep(0.3)
+    if not first_event.wait(60):
+        raise CheckFailed("the stream sent no event within 60 s")
     started = time.monotonic()
     status = status_of(f"{base}/v1/models")
     probe = time.monotonic() - started
@@ -410,14 +421,15 @@ def check_gateway_with_standin(inference: Unpacked, standin: Unpacked) -> None:
                 say("pod", f"streamed chat through the gateway: {len(chunks)} SSE events ending in [DONE]")
 
 
-def _children_zombies(pid: int) -> list[int]:
-    zombies = []
+def _children(pid: int) -> dict[int, str]:
+    """The children of ``pid`` and their states ("Z": exited, not reaped yet)."""
+    out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] == "Z" and int(fields[1]) == pid:
-                zombies.append(int(stat.parent.name))
-    return zombies
+            if int(fields[1]) == pid:
+                out[int(stat.parent.name)] = fields[0]
+    return out
 
 
 def check_pause(u: Unpacked) -> None:
@@ -433,10 +445,11 @@ def check_pause(u: Unpacked) -> None:
         # re-parented to PID 1 (pause) and must be reaped by it when it ends.
         subprocess.run(["nsenter", "--target", str(pause_pid), "--pid", "--", "/bin/sh", "-c", "sleep 0.3 &"],
                        check=True, timeout=10)
-        time.sleep(1.0)
-        zombies = _children_zombies(pause_pid)
-        if zombies:
-            raise CheckFailed(f"pause left zombies: {zombies}")
+        # The orphan ends after 0.3 s; pause must reap it: no child left at all, live or zombie.
+        try:
+            wait_until("pause to reap the orphan", lambda: not _children(pause_pid), server, timeout=10)
+        except CheckFailed:
+            raise CheckFailed(f"pause left children: {_children(pause_pid)}") from None
         server.alive()
         os.kill(helper, signal.SIGTERM)  # the sandbox forwards it to pause
         code = server.proc.wait(10)
