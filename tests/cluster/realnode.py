@@ -25,9 +25,11 @@ whose pods kwok simulates never land on it), and a namespace carrying
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -459,30 +461,21 @@ def load_images() -> list[str]:
 
 def _kill_shims() -> None:
     """Containers outlive containerd (their shims are daemons): stop them by their socket's address."""
-    address = str(containerd_socket())
+    address = str(containerd_socket()).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        try:
+        with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and address.encode() in b" ".join(cmdline):
-            try:
-                os.killpg(int(proc.name), 9)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(int(proc.name), 9)
-                except ProcessLookupError:
-                    pass
-    # runc's container processes are children of the shims: reap what is left by cgroup.
-    for pids in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") if Path(
-            "/sys/fs/cgroup/pids/kubepods").exists() else []:
-        for pid in pids.read_text().split():
-            try:
-                os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
+            if cmdline[0].endswith(b"containerd-shim-runc-v2") and address in b" ".join(cmdline):
+                os.kill(int(proc.name), signal.SIGKILL)
+    # The containers' processes were the shims' children: kill what is left in the pods' cgroups
+    # (whichever controllers this machine mounts; cgroup v1 has one tree per controller).
+    for procs in Path("/sys/fs/cgroup").glob("*/kubepods/**/cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
 
 
 def _cleanup_pods(root: Path) -> None:

@@ -44,11 +44,16 @@ def stable(api, name: str) -> str:
     return get(api, realpods.NS_MODELS, name).get("status", {}).get("stableRevision", "")
 
 
+def serving(cluster, api, m: dict) -> str:
+    """Given ``m`` applied and Healthy: its stable revision."""
+    apply(cluster, realpods.NS_MODELS, m)
+    healthy(cluster, api, m["metadata"]["name"])
+    return stable(api, m["metadata"]["name"])
+
+
 def test_canary_promoted_by_real_analysis_under_traffic(cluster, api, infra, models):
     v1 = canary([{"setWeight": 50}, {"pause": {"duration": "20s"}}, {"analysis": {"duration": "12s"}}])
-    apply(cluster, models, v1)
-    healthy(cluster, api, "smol")
-    old = stable(api, "smol")
+    old = serving(cluster, api, v1)
     with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
         traffic.wait_served(10)
         apply(cluster, models, changed(v1))
@@ -67,9 +72,7 @@ def test_canary_promoted_by_real_analysis_under_traffic(cluster, api, infra, mod
 
 def test_revision_that_cannot_start_fails_and_stable_keeps_serving(cluster, api, infra, models):
     v1 = canary([{"setWeight": 50}, {"pause": {}}], progressDeadline="60s")
-    apply(cluster, models, v1)
-    healthy(cluster, api, "smol")
-    old = stable(api, "smol")
+    old = serving(cluster, api, v1)
     # A real fault: `ollama serve` refuses an unknown flag, the engine container exits, the pod never gets ready.
     broken = changed(v1, args=["--no-such-flag"])
     with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
@@ -97,9 +100,7 @@ def test_degraded_serving_config_is_rolled_back_by_real_analysis_under_traffic(c
     v1["spec"]["model"]["metadata"] = fast
     v1["spec"]["rollout"]["analysis"]["metrics"].append(
         {"name": "latency-p95", "template": "latencyP95", "maxRatioToStable": 3, "minSamples": 5})
-    apply(cluster, models, v1)
-    healthy(cluster, api, "smol")
-    old = stable(api, "smol")
+    old = serving(cluster, api, v1)
     v2 = copy.deepcopy(v1)
     v2["spec"]["model"]["metadata"] = slow
     # Requests leave max_tokens to the serving config, as clients of a managed model do.
@@ -117,9 +118,7 @@ def test_degraded_serving_config_is_rolled_back_by_real_analysis_under_traffic(c
 
 def test_sticky_ab_split_at_20_percent_through_the_kubelets_configmap_refresh(cluster, api, infra, models):
     m = smollm2()
-    apply(cluster, models, m)
-    healthy(cluster, api, "smol")
-    old = stable(api, "smol")
+    old = serving(cluster, api, m)
     ab = changed(m)
     ab["spec"]["rollout"] = {"strategy": "ABTest", "abTest": {"weight": 20, "stickyHeader": "x-user-id"}}
     apply(cluster, models, ab)
@@ -142,9 +141,7 @@ def test_sticky_ab_split_at_20_percent_through_the_kubelets_configmap_refresh(cl
 
 def test_operator_pod_killed_mid_rollout_its_replacement_finishes_it(cluster, api, infra, models):
     v1 = canary([{"setWeight": 50}, {"pause": {"duration": "40s"}}])
-    apply(cluster, models, v1)
-    healthy(cluster, api, "smol")
-    old = stable(api, "smol")
+    old = serving(cluster, api, v1)
     with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
         traffic.wait_served(5)
         apply(cluster, models, changed(v1))

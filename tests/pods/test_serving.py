@@ -6,10 +6,9 @@ Kubernetes service discovery."""
 from __future__ import annotations
 
 import httpx
-import pytest
 from kubernetes import client
 
-from tests.e2e.steps import apply, get, wait_phase
+from tests.e2e.steps import apply, wait_phase
 from tests.support import realpods
 from tests.support.wait import wait_for
 

@@ -35,13 +35,12 @@ VLLM_STANDIN_IMAGE = "localhost/modelops/vllm-standin:0.1.0"
 RELEASE = "modelops"
 
 
-def namespace_body(name: str, enforce: str, real_node: bool = True) -> dict[str, Any]:
+def namespace_body(name: str, enforce: str) -> dict[str, Any]:
     """A namespace under Pod Security ``enforce`` (and warn/audit at restricted), pinned to the real node."""
     labels = {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/enforce-version": "latest",
               "pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted"}
-    annotations = realnode.namespace_annotations() if real_node else {}
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": labels, "annotations": annotations}}
+            "metadata": {"name": name, "labels": labels, "annotations": realnode.namespace_annotations()}}
 
 
 @dataclass
@@ -76,9 +75,9 @@ def infra(base_port: int) -> Infra:
     return Infra(services.gcs_url(base_port), services.prometheus_url(base_port))
 
 
-def operator_values(watch: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
+def operator_values(watch: list[str] | None = None) -> dict[str, Any]:
     """The chart's values for this machine: the locally built images, the GCS emulator, the watched namespaces."""
-    values: dict[str, Any] = {
+    return {
         "image": {"pullPolicy": "IfNotPresent"},
         "watchNamespaces": watch or [NS_MODELS],
         "operator": {
@@ -89,9 +88,6 @@ def operator_values(watch: list[str] | None = None, **overrides: Any) -> dict[st
                          {"name": "MODELOPS_METADATA_POLL_SECONDS", "value": "1"}],
         },
     }
-    for key, value in overrides.items():
-        values[key] = value
-    return values
 
 
 def helm(cluster: Any, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
