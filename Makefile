@@ -9,10 +9,10 @@ KCFG := $(or $(KUBECONFIG),$(HOME)/.cache/modelops/cluster/admin.kubeconfig)
 .PHONY: venv build components run test unit bench cluster-up cluster-down cluster-status clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml inference-image/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./inference-image
 	touch $@
 
 build: venv  ## build and cache the local cluster's binaries (once per version)

@@ -122,10 +122,5 @@ def test_the_venv_holds_the_operator_and_its_dependencies_only(image: ImageArchi
     assert image.which("kubectl-modelops") == f"{VENV}/bin/kubectl-modelops"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the root pyproject.toml declares modelops-gateway and modelops-storage-initializer (for the development "
-    "install); the operator image installs that pyproject without modelops_inference, so both scripts are in "
-    "/opt/modelops/bin and fail with ModuleNotFoundError. Remove this mark once the operator image stops "
-    "installing them."))
 def test_every_console_script_in_the_image_has_its_module(image: ImageArchive) -> None:
     assert broken_console_scripts(image) == {}
