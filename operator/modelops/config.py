@@ -7,12 +7,13 @@ puts it in kopf's memo, and the adapters get their settings from it as arguments
 Complex values (maps) are JSON, as pydantic-settings reads them, e.g.
 ``MODELOPS_GPU_TYPES='{"nvidia-l4": [{"cloud.google.com/gke-accelerator": "nvidia-l4"}]}'``.
 The GCS settings also answer to the Google client's own names (``STORAGE_EMULATOR_HOST``,
-``GOOGLE_CLOUD_PROJECT``), and the peer identity to ``POD_ID`` (the chart sets it to the pod's name).
+``GOOGLE_CLOUD_PROJECT``), the identity to ``POD_NAME`` and the Lease's namespace to ``POD_NAMESPACE``
+(the chart sets both from the downward API).
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INFERENCE_IMAGE = "ghcr.io/modelops-dev/modelops-inference:0.1.0"
@@ -57,14 +58,43 @@ class OperatorConfig(BaseSettings):
     google_cloud_project: str | None = Field(
         default=None, validation_alias=AliasChoices("MODELOPS_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT"),
         description="Project of the GCS client; unset: the client's own discovery ('test' with an emulator).")
-    # Several replicas (``--peering``): kopf peering decides which one works.
-    peering: str | None = Field(default=None, description="kopf peering name (--peering); unset: standalone.")
-    peer_priority: int | None = Field(default=None, description="kopf peering priority (--priority); unset: "
-                                                                "random per process with peering, else 0.")
-    peer_id: str = Field(default="", validation_alias=AliasChoices("MODELOPS_PEER_ID", "POD_ID"),
-                         description="This replica's identity in peering; unset: <hostname>-<pid>.")
+    # Several replicas: a Lease (coordination.k8s.io/v1) elects the one that writes; every replica
+    # watches and keeps its caches warm, so a standby takes over within a lease duration.
+    leader_election: bool = Field(default=False, description="Elect a leader through a Lease (--leader-elect); "
+                                                             "off: this process is the only writer.")
+    leader_election_id: str = Field(default="modelops-operator", description="The Lease's name.")
+    leader_election_namespace: str | None = Field(
+        default=None, validation_alias=AliasChoices("MODELOPS_LEADER_ELECTION_NAMESPACE", "POD_NAMESPACE"),
+        description="The Lease's namespace (the chart: the operator's own); unset: the first watched "
+                    "namespace, else 'default'.")
+    lease_duration_seconds: float = Field(default=15.0, gt=0, description="How long a standby waits after the "
+                                                                          "last renewal before it takes over.")
+    renew_deadline_seconds: float = Field(default=10.0, gt=0, description="The leader stops writing when it has "
+                                                                          "not renewed for this long.")
+    retry_period_seconds: float = Field(default=2.0, gt=0, description="How often the leader renews and a "
+                                                                       "standby tries to acquire.")
+    identity: str = Field(default="", validation_alias=AliasChoices("MODELOPS_IDENTITY", "POD_NAME"),
+                          description="This replica's identity (the Lease's holder); unset: <hostname>-<pid>.")
+    # Isolation: one object's slow or failing reconcile never holds more than one of these slots.
+    max_concurrent_reconciles: int = Field(default=8, ge=1, description="Reconciles running at once.")
+    api_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of every Kubernetes API request.")
+    cache_sync_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long a reconcile waits for the watch to show the operator's own "
+                                        "last writes before it reads the objects from the API instead.")
+
+    @model_validator(mode="after")
+    def _leases_are_consistent(self) -> "OperatorConfig":
+        # client-go's rule: the leader gives up (renew deadline) before a standby may take over (lease
+        # duration), and renews several times within its deadline.
+        if not self.lease_duration_seconds > self.renew_deadline_seconds > self.retry_period_seconds:
+            raise ValueError("leader election needs lease_duration_seconds > renew_deadline_seconds > "
+                             "retry_period_seconds")
+        return self
 
     @property
-    def peering_namespace(self) -> str | None:
-        """Where the namespaced peering object lives: the first watched namespace (None: cluster-wide)."""
-        return self.namespaces[0] if self.namespaces else None
+    def lease_namespace(self) -> str:
+        """Where the Lease lives: the configured namespace, else the first watched one, else default."""
+        if self.leader_election_namespace:
+            return self.leader_election_namespace
+        first = self.namespaces[0] if self.namespaces else ""
+        return first if first and not any(c in first for c in "*?[") else "default"

@@ -20,3 +20,15 @@ ROLLBACKS = Counter("modelops_rollbacks_total", "Automatic and manual rollbacks.
                     registry=REGISTRY)
 ANALYSIS_SECONDS = Histogram("modelops_analysis_query_duration_seconds", "Time to run one analysis measurement.",
                              buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30), registry=REGISTRY)
+QUEUE_DEPTH = Gauge("modelops_workqueue_depth", "ModelDeployments due for a reconcile and waiting for a slot "
+                    "(or for this replica to lead).", registry=REGISTRY)
+IN_FLIGHT = Gauge("modelops_reconciles_in_flight", "Reconciles running now (at most max_concurrent_reconciles).",
+                  registry=REGISTRY)
+CACHE_OBJECTS = Gauge("modelops_cache_objects", "Objects in the watch-fed cache, by kind (pods: only those the "
+                      "scheduler cannot place).", ["kind"], registry=REGISTRY)
+CACHE_AGE = Gauge("modelops_cache_age_seconds", "Seconds since the cache last received a watch event, by kind.",
+                  ["kind"], registry=REGISTRY)
+CACHE_FALLBACK_READS = Counter("modelops_cache_fallback_reads_total", "Reconciles that read from the API because "
+                               "the watch had not shown the operator's own last writes in time.", registry=REGISTRY)
+LEADER = Gauge("modelops_leader", "1 while this replica holds the Lease (or runs without leader election).",
+               registry=REGISTRY)

@@ -1,8 +1,11 @@
-"""One reconcile: observe the cluster, plan, execute. Synchronous (the kubernetes client is)."""
+"""One reconcile: plan from what the cache observed, execute. Synchronous (the kubernetes client is)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -11,10 +14,11 @@ from kubernetes.client.rest import ApiException
 
 from modelops import metrics
 from modelops.config import OperatorConfig
-from modelops.domain.spec import GROUP, PLURAL, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
+from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import reconcile
 from modelops.planning.analysis import golden_due, measurement_due
 
+from .cache import Cache, Expectation, Snapshot
 from .golden import Golden
 from .kube import ExecutionResult, Kube
 from .prometheus import Prometheus
@@ -30,31 +34,64 @@ class Outcome:
     result: ExecutionResult | None = None
 
 
-def reconcile_once(kube: Kube, config: OperatorConfig, namespace: str, name: str,
+class CachedReconciler:
+    """One reconcile of one ModelDeployment, from the cache: wait until the watch shows our last
+    writes (else read from the API), plan and write in a thread of ``executor``, remember what
+    the writes returned. Called by the workers, at most one at a time per object."""
+
+    def __init__(self, cache: Cache, kube: Kube, config: OperatorConfig, executor: concurrent.futures.Executor,
+                 prometheus: Prometheus | None = None, registry: Registry | None = None,
+                 golden: Golden | None = None) -> None:
+        self.cache, self.kube, self.config, self.executor = cache, kube, config, executor
+        self.prometheus, self.registry, self.golden = prometheus, registry, golden
+
+    async def __call__(self, namespace: str, name: str) -> Outcome:
+        loop = asyncio.get_running_loop()
+        key = (namespace, name)
+        # Never plan from a cache older than our own last writes: a step would be repeated.
+        timeout = self.config.cache_sync_timeout_seconds
+        missing = await self.cache.wait_settled(key, timeout)
+        if missing:  # the watch lags behind our own writes: read the truth instead
+            log.warning("%s/%s: the watch has not shown %s after %.0fs; reading from the API", namespace, name,
+                        ", ".join(map(str, missing)), timeout)
+            metrics.CACHE_FALLBACK_READS.inc()
+            self.cache.forget_expectations(key)
+            snapshot = await loop.run_in_executor(self.executor, self.kube.read_fresh, namespace, name)
+        else:
+            snapshot = self.cache.snapshot(key)
+        expect: list[Expectation] = []
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(
+                reconcile_once, self.kube, self.config, snapshot, self.prometheus, self.registry, self.golden,
+                expect))
+        finally:
+            self.cache.expect(key, expect)
+
+
+def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None,
                    prometheus: Prometheus | None = None, registry: Registry | None = None,
-                   golden: Golden | None = None) -> Outcome:
+                   golden: Golden | None = None, expect: list[Expectation] | None = None) -> Outcome:
+    """Plan from ``snapshot`` (the watch-fed cache's copy, or a fresh read; None: the object is
+    gone) and execute the plan. Reads nothing from the Kubernetes API. The writes' expectations
+    are appended to ``expect``, also when the reconcile fails half-way."""
     started = time.monotonic()
-    try:
-        body = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return Outcome(requeue_after=None)
-        metrics.API_ERRORS.labels(str(exc.status)).inc()
-        raise
+    if snapshot is None:
+        return Outcome(requeue_after=None)
+    body, observed = snapshot.body, snapshot.observed
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return Outcome(requeue_after=None)  # garbage collection removes what we own
+    namespace, name = meta["namespace"], meta["name"]
     owner = reconcile.Owner(name=name, namespace=namespace, uid=meta["uid"], generation=meta.get("generation", 1),
                             spec=body.get("spec") or {}, status=body.get("status") or {},
                             annotations=meta.get("annotations") or {})
     try:
-        observed = kube.observe(namespace, name)
         now = dt.datetime.now(dt.timezone.utc)
         measurements = _measure(owner, prometheus, now) if prometheus else None
         answers = _ask_golden(owner, observed, now, golden or Golden())
         metadata = _resolve_metadata(owner, registry) if registry else None
         plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata)
-        result = kube.execute(owner, plan, observed)
+        result = kube.execute(owner, plan, observed, expect)
     except ApiException as exc:
         metrics.API_ERRORS.labels(str(exc.status)).inc()
         metrics.RECONCILES.labels("error").inc()

@@ -8,21 +8,22 @@ NotFound on delete and AlreadyExists are success: plans are safe to re-run.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelops.domain.observed import Observed, RevisionState, ServiceState
+from modelops.domain.observed import Observed
 from modelops.domain.spec import GROUP, PLURAL, VERSION
-from modelops.domain.timestamps import iso
-from modelops.planning.engines.common import LABEL_DEPLOYMENT, LABEL_ENGINE, LABEL_REVISION, MANAGED_BY
-from modelops.planning.contract import ANNOTATION_APPLIED, Event, Owner, Plan, writes
-from modelops.planning.resources import ANNOTATION_MODEL, ANNOTATION_SOURCE
-from modelops.planning.traffic import ANNOTATION_SPLIT
+from modelops.planning.contract import Event, Owner, Plan, writes
+from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
+
+from . import cache
+from .cache import Expectation, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class ExecutionResult:
     deleted: list[str]
     status_written: bool
     annotations_cleared: int = 0
+    expectations: list[Expectation] = field(default_factory=list)  # what the watch must show next
 
     @property
     def writes(self) -> int:
@@ -49,127 +51,124 @@ class ExecutionResult:
                 + int(self.annotations_cleared > 0))
 
 
-class Kube:
-    """A thin wrapper over one ApiClient (kept in kopf's memo, never a global)."""
+class TimeoutApiClient(client.ApiClient):
+    """An ApiClient whose every request has a timeout: the generated client has none by default,
+    so one hung connection would hold a reconcile (and its worker slot) for ever."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = "modelops") -> None:
+    def __init__(self, configuration: client.Configuration | None = None, *, timeout: float = 30.0,
+                 user_agent: str | None = None) -> None:
+        super().__init__(configuration)
+        self.timeout = timeout
+        if user_agent:
+            self.user_agent = user_agent
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = self.timeout
+        return super().call_api(*args, **kwargs)
+
+
+class Kube:
+    """A thin wrapper over one ApiClient (kept in kopf's memo, never a global). ``may_write`` is
+    asked before every write (leader election: only the Lease's holder writes)."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str = "modelops",
+                 may_write: Callable[[], None] | None = None) -> None:
         self.api = api
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
-        self.routes_supported: bool | None = None
+        self.may_write = may_write or (lambda: None)
 
-    # ------------------------------------------------------------------ observe
-    def observe(self, namespace: str, name: str) -> Observed:
-        selector = f"{LABEL_DEPLOYMENT}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
-        deployments = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
-        revisions: dict[str, RevisionState] = {}
-        pending: set[str] = set()
-        for d in deployments:
-            rev = (d.metadata.labels or {}).get(LABEL_REVISION)
-            if not rev:
-                continue
-            ann = d.metadata.annotations or {}
-            containers = d.spec.template.spec.containers or []
-            engine = next((c for c in containers if c.name == "engine"), None)
-            st = d.status
-            available = any(c.type == "Available" and c.status == "True" for c in (st.conditions or []))
-            revisions[rev] = RevisionState(
-                name=rev, replicas=d.spec.replicas or 0, ready=st.ready_replicas or 0,
-                available=st.available_replicas or 0, updated=st.updated_replicas or 0,
-                available_condition=available,
-                created=iso(d.metadata.creation_timestamp)
-                if d.metadata.creation_timestamp else None,
-                applied_hash=ann.get(ANNOTATION_APPLIED), model=ann.get(ANNOTATION_MODEL, ""),
-                source=ann.get(ANNOTATION_SOURCE, ""),
-                engine=(d.spec.template.metadata.labels or {}).get(LABEL_ENGINE, ""),
-                image=engine.image if engine else "")
-            if (st.ready_replicas or 0) < (d.spec.replicas or 0):
-                pending.add(rev)
-        if pending:
-            revisions = self._with_unschedulable(namespace, name, revisions, pending)
-        services = {}
-        split_applied = None
-        for s in self.core.list_namespaced_service(namespace, label_selector=selector).items:
-            ann = s.metadata.annotations or {}
-            services[s.metadata.name] = ServiceState(
-                name=s.metadata.name, revision=(s.spec.selector or {}).get(LABEL_REVISION),
-                applied_hash=ann.get(ANNOTATION_APPLIED))
-            if s.metadata.name == name and ANNOTATION_SPLIT in ann:
-                # The A/B split ConfigMap is never read (the operator may write ConfigMaps, not read
-                # them): the main Service records the applied hash of the split applied before it.
-                split_applied = ann[ANNOTATION_SPLIT]
-        return Observed(revisions=revisions, services=services, routes=self._routes(namespace, selector),
-                        split_applied=split_applied)
-
-    def _routes(self, namespace: str, selector: str) -> dict[str, str | None]:
-        if self.routes_supported is False:
-            return {}
+    # ------------------------------------------------------------------ reading (the fallback)
+    def read_fresh(self, namespace: str, name: str) -> Snapshot | None:
+        """The ModelDeployment and its objects read from the API (a GET and LISTs), for the rare
+        reconcile whose own writes the watch has not shown in time; normally the cache answers."""
         try:
-            items = self.custom.list_namespaced_custom_object(
-                "gateway.networking.k8s.io", "v1", namespace, "httproutes", label_selector=selector)["items"]
+            md = self._json(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                                     _preload_content=False))
         except ApiException as exc:
-            if exc.status == 404:  # Gateway API not installed: the service router still works
-                self.routes_supported = False
-                return {}
+            if exc.status == 404:
+                return None
             raise
-        self.routes_supported = True
-        return {r["metadata"]["name"]: (r["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED)
-                for r in items}
-
-    def _with_unschedulable(self, namespace: str, name: str, revisions: dict[str, RevisionState],
-                            pending: set[str]) -> dict[str, RevisionState]:
-        """Read the scheduler's verdict on pods of revisions that are not fully ready."""
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_DEPLOYMENT}={name}").items
-        out = dict(revisions)
-        for pod in pods:
-            rev = (pod.metadata.labels or {}).get(LABEL_REVISION)
-            if rev not in pending or rev not in out or out[rev].unschedulable:
-                continue
-            for c in pod.status.conditions or []:
-                if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
-                    out[rev] = replace(out[rev], unschedulable=c.message or "Unschedulable")
-        return out
-
-    # ------------------------------------------------------------------ execute
-    def execute(self, owner: Owner, plan: Plan, observed: Observed) -> ExecutionResult:
-        """Perform the plan's writes (planning.contract.writes decides which, and their order, for
-        crash safety); NotFound on scale or delete is success: plans are safe to re-run."""
-        applied, scaled, deleted = [], [], []
-        for w in writes(plan, observed):
-            if w.kind == "annotations":
-                self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, owner.namespace, PLURAL, owner.name,
-                    {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}},
-                    _content_type=MERGE_PATCH)
-            elif w.kind == "status":
-                assert plan.status is not None
-                self.patch_status(owner, plan.status)
-            elif w.kind == "apply":
-                assert w.obj is not None
-                self.apply(w.obj)
-                applied.append(f"{w.obj['kind']}/{w.name}")
-            elif w.kind == "scale":
-                if self._tolerate_missing(lambda: self.apps.patch_namespaced_deployment_scale(
-                        w.name, owner.namespace, {"spec": {"replicas": w.replicas}}, _content_type=MERGE_PATCH)):
-                    scaled.append(f"{w.name}={w.replicas}")
-            elif w.kind == "delete" and self._tolerate_missing(lambda: self._delete(owner.namespace, w.object_kind,
-                                                                                    w.name)):
-                deleted.append(f"{w.object_kind}/{w.name}")
-        for event in plan.events:
-            self.event(owner, event)
-        return ExecutionResult(applied, scaled, deleted, plan.status is not None, len(plan.clear_annotations))
+        selector = f"{LABEL_DEPLOYMENT}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+        lists = {
+            "Deployment": lambda: self.apps.list_namespaced_deployment(namespace, label_selector=selector,
+                                                                       _preload_content=False),
+            "Service": lambda: self.core.list_namespaced_service(namespace, label_selector=selector,
+                                                                 _preload_content=False),
+            "Pod": lambda: self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False),
+            "HTTPRoute": lambda: self.custom.list_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "httproutes", label_selector=selector,
+                _preload_content=False),
+        }
+        owned: dict[str, list[dict[str, Any]]] = {}
+        for kind, call in lists.items():
+            try:
+                owned[kind] = self._json(call())["items"]
+            except ApiException as exc:
+                if kind == "HTTPRoute" and exc.status == 404:  # Gateway API not installed
+                    continue
+                raise
+        return cache.fresh(md, owned)
 
     @staticmethod
-    def _tolerate_missing(call: Any) -> bool:
+    def _json(resp: Any) -> dict[str, Any]:
+        return json.loads(resp.data)
+
+    # ------------------------------------------------------------------ execute
+    def execute(self, owner: Owner, plan: Plan, observed: Observed,
+                expect: list[Expectation] | None = None) -> ExecutionResult:
+        """Perform the plan's writes (planning.contract.writes decides which, and their order, for
+        crash safety); NotFound on scale or delete is success: plans are safe to re-run. Each write
+        is preceded by ``may_write`` and appends to ``expect`` what the watch must show next (also
+        when a later write fails: the caller keeps the list)."""
+        applied, scaled, deleted = [], [], []
+        expect = [] if expect is None else expect
+        ns = owner.namespace
+        for w in writes(plan, observed):
+            self.may_write()
+            if w.kind == "annotations":
+                body = self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, PLURAL, owner.name,
+                    {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}},
+                    _content_type=MERGE_PATCH)
+                expect.append(Expectation("ModelDeployment", ns, owner.name, body["metadata"]["resourceVersion"]))
+            elif w.kind == "status":
+                assert plan.status is not None
+                version = self.patch_status(owner, plan.status)
+                expect.append(Expectation("ModelDeployment", ns, owner.name, version))
+            elif w.kind == "apply":
+                assert w.obj is not None
+                version = self.apply(w.obj)
+                applied.append(f"{w.obj['kind']}/{w.name}")
+                expect.append(Expectation(w.obj["kind"], ns, w.name, version))
+            elif w.kind == "scale":
+                scale = self._tolerate_missing(lambda: self.apps.patch_namespaced_deployment_scale(
+                    w.name, ns, {"spec": {"replicas": w.replicas}}, _content_type=MERGE_PATCH))
+                if scale is not None:
+                    scaled.append(f"{w.name}={w.replicas}")
+                    expect.append(Expectation("Deployment", ns, w.name, scale.metadata.resource_version))
+            elif w.kind == "delete":
+                kind = w.object_kind
+                if self._tolerate_missing(lambda: self._delete(ns, kind, w.name)) is not None:
+                    deleted.append(f"{kind}/{w.name}")
+                expect.append(Expectation(kind, ns, w.name, None))
+        for event in plan.events:
+            self.event(owner, event)
+        return ExecutionResult(applied, scaled, deleted, plan.status is not None, len(plan.clear_annotations),
+                               expect)
+
+    @staticmethod
+    def _tolerate_missing(call: Any) -> Any:
+        """The call's result; None when the object was already gone."""
         try:
-            call()
-            return True
+            return call() or True
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            return False
+            return None
 
     def _delete(self, namespace: str, kind: str, name: str) -> None:
         if kind == "Deployment":
@@ -179,7 +178,9 @@ class Kube:
         elif kind == "HTTPRoute":
             self.custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", name)
 
-    def apply(self, obj: dict[str, Any]) -> None:
+    def apply(self, obj: dict[str, Any]) -> str | None:
+        """Server-side apply; returns the object's resourceVersion after it."""
+        self.may_write()
         path = _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=obj["metadata"]["namespace"],
                                                                  name=obj["metadata"]["name"])
         method, url, headers, body, post = self.api.param_serialize(
@@ -191,14 +192,18 @@ class Kube:
         resp.read()
         if resp.status >= 400:
             raise ApiException(status=resp.status, reason=resp.reason, body=resp.data.decode(errors="replace"))
+        return (json.loads(resp.data).get("metadata") or {}).get("resourceVersion")
 
-    def patch_status(self, owner: Owner, status: dict[str, Any]) -> None:
-        """Replace our status fields (merge patch; lists are replaced whole)."""
+    def patch_status(self, owner: Owner, status: dict[str, Any]) -> str:
+        """Replace our status fields (merge patch; lists are replaced whole); returns the new resourceVersion."""
+        self.may_write()
         body = {"status": merge_patch(owner.status or {}, status)}
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, owner.namespace, PLURAL, owner.name, body,
-                                                          _content_type=MERGE_PATCH)
+        out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, owner.namespace, PLURAL, owner.name,
+                                                                body, _content_type=MERGE_PATCH)
+        return out["metadata"]["resourceVersion"]
 
     def event(self, owner: Owner, event: Event) -> None:
+        self.may_write()
         now = dt.datetime.now(dt.timezone.utc)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=f"{owner.name}.{uuid.uuid4().hex[:12]}", namespace=owner.namespace),

@@ -1,21 +1,25 @@
-"""kopf handlers: thin. Watch events poke the per-object worker; the worker reconciles."""
+"""kopf handlers: thin. Watch events feed the cache and poke the per-object worker; the worker reconciles."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import concurrent.futures
 import logging
+import os
+import socket
+import time
 from typing import Any
 
 import kopf
 from kubernetes import client, config as kubeconfig
 from prometheus_client import start_http_server
 
-from modelops import metrics
-from modelops.adapters.controller import Outcome, reconcile_once
-from modelops.adapters.kube import Kube
-from modelops.adapters import peering
+from modelops import __version__, metrics
+from modelops.adapters.cache import KINDS, Cache, owner_key
+from modelops.adapters.controller import CachedReconciler
 from modelops.adapters.golden import Golden
+from modelops.adapters.kube import Kube, TimeoutApiClient
+from modelops.adapters.leader import LeaderElector
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
@@ -25,12 +29,49 @@ from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
 from .workers import Workers
 
 
-def _api_client() -> client.ApiClient:
+def _api_client(cfg: OperatorConfig) -> client.ApiClient:
+    """One client for every request the operator sends (kopf's watches have their own), with a
+    timeout on each, and this replica's identity in its user agent (the audit log tells replicas apart)."""
     try:
         kubeconfig.load_incluster_config()
-        return client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
     except kubeconfig.ConfigException:
-        return kubeconfig.new_client_from_config()
+        configuration = client.Configuration()
+        kubeconfig.load_kube_config(client_configuration=configuration)
+    return TimeoutApiClient(configuration, timeout=cfg.api_timeout_seconds,
+                            user_agent=f"modelops-operator/{__version__} ({cfg.identity})")
+
+
+# ---------------------------------------------------------------------- the watch-fed cache
+# kopf's indexing handlers run on every listed or changed object before any other handler, and
+# kopf holds the other handlers until every indexed kind has been listed once: the cache is
+# complete before the first reconcile. They return None: the value lives in our cache, not kopf's.
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_DEPLOYMENT: kopf.PRESENT}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def cache_modeldeployments(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.put("ModelDeployment", body)
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def cache_deployments(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.put("Deployment", body)
+
+
+@kopf.index("v1", "services", labels=OWNED)
+def cache_services(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.put("Service", body)
+
+
+@kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=OWNED)
+def cache_httproutes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.put("HTTPRoute", body)
+
+
+@kopf.index("v1", "pods", labels=OWNED)
+def cache_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.put("Pod", body)
 
 
 @kopf.on.startup()
@@ -38,63 +79,60 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     """Settings and clients into the memo. ``python -m modelops`` puts the config (and, in tests, where
     revisions answer) into the memo it starts kopf with; under ``kopf run`` the config is read here."""
     cfg: OperatorConfig = memo.get("config") or OperatorConfig()
+    if not cfg.identity:
+        cfg = cfg.model_copy(update={"identity": f"{socket.gethostname()}-{os.getpid()}"})
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     memo.config = cfg
-    memo.kube = Kube(_api_client(), field_manager=cfg.field_manager)
+    memo.cache = Cache()
+    api = _api_client(cfg)
+    memo.elector = None
+    if cfg.leader_election:
+        memo.elector = LeaderElector(api, name=cfg.leader_election_id, namespace=cfg.lease_namespace,
+                                     identity=cfg.identity, lease_duration=cfg.lease_duration_seconds,
+                                     renew_deadline=cfg.renew_deadline_seconds,
+                                     retry_period=cfg.retry_period_seconds, on_change=lambda on: _lead(memo, on))
+    memo.kube = Kube(api, field_manager=cfg.field_manager,
+                     may_write=memo.elector.check if memo.elector else None)
     token = cfg.prometheus_token.get_secret_value() if cfg.prometheus_token else None
     memo.prometheus = Prometheus(bearer_token=token)
     memo.registry = Registry(poll_seconds=cfg.metadata_poll_seconds, emulator_host=cfg.storage_emulator_host,
                              project=cfg.google_cloud_project)
     memo.golden = Golden(revision_url=memo.get("revision_url"))
-
-    async def run(namespace: str, name: str) -> Outcome:
-        return await asyncio.to_thread(reconcile_once, memo.kube, cfg, namespace, name, memo.prometheus,
-                                       memo.registry, memo.golden)
-
-    memo.workers = Workers(run)
+    # The reconciles' own threads: as many as may run at once, so a hung call never starves the others.
+    memo.executor = concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_reconciles,
+                                                          thread_name_prefix="reconcile")
+    reconciler = CachedReconciler(memo.cache, memo.kube, cfg, memo.executor, memo.prometheus, memo.registry,
+                                  memo.golden)
+    memo.workers = Workers(reconciler, concurrency=cfg.max_concurrent_reconciles)
     memo.leadership = None
-    if cfg.peering:
+    if memo.elector:
         memo.workers.set_active(False)
-        memo.leadership = asyncio.create_task(_follow_peering(memo, cfg, logger))
+        metrics.LEADER.set(0)
+        memo.leadership = asyncio.create_task(memo.elector.run())
+    else:
+        metrics.LEADER.set(1)
+    for kind in KINDS:
+        metrics.CACHE_OBJECTS.labels(kind).set_function(lambda k=kind: memo.cache.sizes()[k])
+        metrics.CACHE_AGE.labels(kind).set_function(
+            lambda k=kind, t0=time.monotonic(): time.monotonic() - memo.cache.updated_at.get(k, t0))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, registry=metrics.REGISTRY)
-    logger.info("modelops operator started (metrics on :%s, resync every %ss)", cfg.metrics_port, cfg.resync_seconds)
+    logger.info("modelops operator %s started (metrics on :%s, resync every %ss, %s)", cfg.identity,
+                cfg.metrics_port, cfg.resync_seconds,
+                f"leader election through Lease {cfg.lease_namespace}/{cfg.leader_election_id}"
+                if cfg.leader_election else "no leader election")
 
 
-PEERING_POLL = 2.0  # seconds between two reads of the peering object
-# A replica starts working only once it has been the top live peer this long: longer than two
-# polls, so a replica that was alone until a higher-priority peer registered has seen that peer
-# (and stood by) before the newcomer starts. Standing by is immediate.
-PEERING_SETTLE = 2 * PEERING_POLL + 1.0
-
-
-async def _follow_peering(memo: kopf.Memo, cfg: OperatorConfig, logger: logging.Logger) -> None:
-    """Work only while kopf peering makes this replica the active one (highest live priority).
-
-    ``cfg`` carries the same peering name, identity and priority that kopf was started with."""
-    assert cfg.peering
-    name, ns = cfg.peering, cfg.peering_namespace
-    me, priority = cfg.peer_id, cfg.peer_priority or 0
-    active = False
-    top_since: float | None = None
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            status = await asyncio.to_thread(peering.peers, memo.kube.api, name, ns)
-        except Exception as exc:  # noqa: BLE001 - the apiserver unreachable: keep the last decision, retry
-            logger.warning("peering %s: cannot read the peers: %s", name, exc)
-            await asyncio.sleep(PEERING_POLL)
-            continue
-        top = peering.is_active(status, me, priority, datetime.datetime.now(datetime.timezone.utc))
-        now_active, top_since = peering.settle(top, top_since, loop.time(), PEERING_SETTLE)
-        if now_active != active:
-            logger.info("peering %s: this replica is %s", name, "active" if now_active else "standing by")
-            active = now_active
-            memo.workers.set_active(active)
-        await asyncio.sleep(PEERING_POLL if top == active else 1.0)  # settling: look again sooner
+def _lead(memo: kopf.Memo, leading: bool) -> None:
+    """The elector's verdict: the workers reconcile only while this replica leads."""
+    metrics.LEADER.set(int(leading))
+    memo.workers.set_active(leading)
+    if leading:  # a new leader looks at everything once: the old one may have died mid-step
+        for key in memo.cache.keys():
+            memo.workers.poke(*key)
 
 
 @kopf.on.cleanup()
@@ -102,20 +140,35 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.leadership is not None:
         memo.leadership.cancel()
     await memo.workers.stop()
+    if memo.elector is not None:
+        memo.elector.release()  # bounded by the Lease requests' timeout
+    memo.executor.shutdown(wait=False, cancel_futures=True)
     memo.kube.api.close()
     memo.prometheus.close()
 
 
+# ---------------------------------------------------------------------- triggers
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def modeldeployment_event(type: str | None, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def modeldeployment_event(type: str | None, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo,
+                                **_: Any) -> None:
     if type == "DELETED":
+        memo.cache.delete("ModelDeployment", body)
         memo.workers.forget(namespace, name)
     else:
         memo.workers.poke(namespace, name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-async def revision_event(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    owner = labels.get(LABEL_DEPLOYMENT)
-    if owner:
-        memo.workers.poke(namespace, owner)
+def _owned_event(kind: str) -> Any:
+    async def handler(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # The indexing handler has put it already; deletions reach only this handler.
+        key = memo.cache.delete(kind, body) if type == "DELETED" else owner_key(kind, body)
+        if key is not None and memo.cache.has(key):
+            memo.workers.poke(*key)
+    handler.__name__ = f"{kind.lower()}_event"
+    return handler
+
+
+kopf.on.event("apps", "v1", "deployments", labels=OWNED)(_owned_event("Deployment"))
+kopf.on.event("v1", "services", labels=OWNED)(_owned_event("Service"))
+kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=OWNED)(_owned_event("HTTPRoute"))
+kopf.on.event("v1", "pods", labels=OWNED)(_owned_event("Pod"))

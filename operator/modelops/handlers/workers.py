@@ -1,9 +1,11 @@
 """One worker task per ModelDeployment: a single writer per object, with coalesced triggers.
 
-Watch events (the ModelDeployment's own, or its Deployments') poke the worker; the
-worker reconciles, then sleeps until poked again or until the plan's requeue time
-(the resync of actual state). Errors back off exponentially. Nothing here is stored
-on the object: no finalizers, no annotations, so an idle operator writes nothing.
+Watch events (the ModelDeployment's own, or of the objects it owns) poke the worker; the
+worker reconciles, then sleeps until poked again or until the plan's requeue time (the
+resync of actual state, from the cache: no request). Errors back off exponentially per
+object. At most ``concurrency`` reconciles run at once, so one object whose reconcile hangs
+or keeps failing holds one slot, never the others. Nothing here is stored on the object:
+no finalizers, no annotations, so an idle operator writes nothing.
 """
 
 from __future__ import annotations
@@ -14,20 +16,25 @@ from typing import Awaitable, Callable
 
 from modelops import metrics
 from modelops.adapters.controller import Outcome
+from modelops.adapters.leader import NotLeader
 
 log = logging.getLogger("modelops.workers")
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
+NOT_LEADER_PAUSE = 0.5
 
 
 class Workers:
-    def __init__(self, reconcile: Callable[[str, str], Awaitable[Outcome]]) -> None:
+    def __init__(self, reconcile: Callable[[str, str], Awaitable[Outcome]], concurrency: int = 8) -> None:
         self._reconcile = reconcile
         self._pokes: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
         self._active = asyncio.Event()  # set while this replica may reconcile (always, without leader election)
         self._active.set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._waiting: set[Key] = set()  # due (poked or requeued), not yet running: the work queue
+        self._running = 0
 
     def set_active(self, active: bool) -> None:
         if active:
@@ -67,13 +74,25 @@ class Workers:
         namespace, name = key
         failures = 0
         while True:
-            await self._active.wait()  # a standby replica holds its workers here
-            poke = self._pokes.setdefault(key, asyncio.Event())
-            poke.clear()
+            self._queued(key, True)
             try:
-                outcome = await self._reconcile(namespace, name)
+                await self._active.wait()  # a standby replica holds its workers here
+                async with self._slots:
+                    await self._active.wait()
+                    self._queued(key, False)
+                    poke = self._pokes.setdefault(key, asyncio.Event())
+                    poke.clear()
+                    self._in_flight(+1)
+                    try:
+                        outcome = await self._reconcile(namespace, name)
+                    finally:
+                        self._in_flight(-1)
             except asyncio.CancelledError:
+                self._queued(key, False)
                 raise
+            except NotLeader:  # the Lease was lost mid-reconcile: nothing more was written; wait to lead
+                await asyncio.sleep(NOT_LEADER_PAUSE)  # until the elector's loop has paused the workers
+                continue
             except Exception as exc:  # noqa: BLE001 - retried with backoff, never fatal
                 failures += 1
                 delay = min(MAX_BACKOFF, 0.5 * 2 ** failures)
@@ -91,6 +110,17 @@ class Workers:
                 self._phases[key] = outcome.phase
                 self._export_phases()
             await self._sleep(poke, outcome.requeue_after)
+
+    def _queued(self, key: Key, due: bool) -> None:
+        (self._waiting.add if due else self._waiting.discard)(key)
+        metrics.QUEUE_DEPTH.set(len(self._waiting))
+
+    def _in_flight(self, delta: int) -> None:
+        self._running += delta
+        metrics.IN_FLIGHT.set(self._running)
+
+    def keys(self) -> list[Key]:
+        return list(self._tasks)
 
     @staticmethod
     async def _sleep(poke: asyncio.Event, delay: float) -> None:

@@ -21,8 +21,10 @@ from modelops.planning.analysis import GoldenRequest
 from tests.support.operator_main import revision_urls_from
 
 SETTINGS = ["MODELOPS_PROMETHEUS_TOKEN", "MODELOPS_METADATA_POLL_SECONDS", "MODELOPS_STORAGE_EMULATOR_HOST",
-            "STORAGE_EMULATOR_HOST", "MODELOPS_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT", "MODELOPS_PEERING",
-            "MODELOPS_PEER_PRIORITY", "MODELOPS_PEER_ID", "POD_ID", "MODELOPS_NAMESPACES"]
+            "STORAGE_EMULATOR_HOST", "MODELOPS_GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT", "MODELOPS_LEADER_ELECTION",
+            "MODELOPS_LEADER_ELECTION_NAMESPACE", "POD_NAMESPACE", "MODELOPS_IDENTITY", "POD_NAME",
+            "MODELOPS_NAMESPACES", "MODELOPS_LEASE_DURATION_SECONDS", "MODELOPS_RENEW_DEADLINE_SECONDS",
+            "MODELOPS_RETRY_PERIOD_SECONDS"]
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +42,10 @@ def test_defaults() -> None:
     cfg = OperatorConfig()
     assert cfg.prometheus_token is None and cfg.metadata_poll_seconds == 60
     assert cfg.storage_emulator_host is None and cfg.google_cloud_project is None
-    assert cfg.peering is None and cfg.peer_priority is None and cfg.peer_id == ""
-    assert cfg.peering_namespace is None
+    assert cfg.leader_election is False and cfg.identity == "" and cfg.lease_namespace == "default"
+    # client-go's defaults (controller-runtime, Argo Rollouts use the same)
+    assert (cfg.lease_duration_seconds, cfg.renew_deadline_seconds, cfg.retry_period_seconds) == (15, 10, 2)
+    assert cfg.max_concurrent_reconciles == 8 and cfg.api_timeout_seconds == 30
 
 
 def environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
@@ -52,47 +56,54 @@ def environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
 def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     environment(monkeypatch, MODELOPS_PROMETHEUS_TOKEN="s3cret", MODELOPS_METADATA_POLL_SECONDS="1",
                 STORAGE_EMULATOR_HOST="http://127.0.0.1:4443", GOOGLE_CLOUD_PROJECT="test",
-                MODELOPS_PEERING="modelops", MODELOPS_PEER_PRIORITY="7", POD_ID="modelops-6f7d-abcde",
+                MODELOPS_LEADER_ELECTION="true", POD_NAME="modelops-6f7d-abcde",
                 MODELOPS_NAMESPACES='["ml", "demo"]')
     cfg = OperatorConfig()
     assert cfg.prometheus_token is not None and cfg.prometheus_token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
     assert cfg.metadata_poll_seconds == 1.0
     assert (cfg.storage_emulator_host, cfg.google_cloud_project) == ("http://127.0.0.1:4443", "test")
-    assert (cfg.peering, cfg.peer_priority, cfg.peer_id) == ("modelops", 7, "modelops-6f7d-abcde")
-    assert cfg.peering_namespace == "ml"
+    assert (cfg.leader_election, cfg.identity) == (True, "modelops-6f7d-abcde")
+    assert cfg.lease_namespace == "ml"  # no POD_NAMESPACE: the first watched namespace
+    environment(monkeypatch, POD_NAMESPACE="modelops-system")
+    assert OperatorConfig().lease_namespace == "modelops-system"
 
 
 def test_the_prefixed_names_win_over_the_google_clients_own(monkeypatch: pytest.MonkeyPatch) -> None:
     environment(monkeypatch, STORAGE_EMULATOR_HOST="http://127.0.0.1:1",
                 MODELOPS_STORAGE_EMULATOR_HOST="http://127.0.0.1:2", GOOGLE_CLOUD_PROJECT="theirs",
-                MODELOPS_GOOGLE_CLOUD_PROJECT="ours", POD_ID="pod", MODELOPS_PEER_ID="peer")
+                MODELOPS_GOOGLE_CLOUD_PROJECT="ours", POD_NAME="pod", MODELOPS_IDENTITY="me",
+                POD_NAMESPACE="theirs", MODELOPS_LEADER_ELECTION_NAMESPACE="ours")
     cfg = OperatorConfig()
-    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.peer_id) == ("http://127.0.0.1:2", "ours", "peer")
+    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.identity) == ("http://127.0.0.1:2", "ours", "me")
+    assert cfg.lease_namespace == "ours"
 
 
 def test_fields_can_be_given_by_name() -> None:
-    cfg = OperatorConfig(storage_emulator_host="http://h:1", google_cloud_project="p", peer_id="me")
-    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.peer_id) == ("http://h:1", "p", "me")
+    cfg = OperatorConfig(storage_emulator_host="http://h:1", google_cloud_project="p", identity="me")
+    assert (cfg.storage_emulator_host, cfg.google_cloud_project, cfg.identity) == ("http://h:1", "p", "me")
 
 
 def test_the_command_line_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELOPS_NAMESPACES", '["demo"]')
-    monkeypatch.setenv("MODELOPS_PEER_PRIORITY", "7")
-    monkeypatch.setenv("POD_ID", "modelops-0")
-    cfg = operator_config(run_args("-n", "ml", "--peering", "modelops", "--priority", "3"))
-    assert (cfg.namespaces, cfg.peering, cfg.peer_priority, cfg.peer_id) == (["ml"], "modelops", 3, "modelops-0")
-    assert cfg.peering_namespace == "ml"
+    monkeypatch.setenv("POD_NAME", "modelops-0")
+    cfg = operator_config(run_args("-n", "ml", "--leader-elect"))
+    assert (cfg.namespaces, cfg.leader_election, cfg.identity) == (["ml"], True, "modelops-0")
     cfg = operator_config(run_args())
-    assert (cfg.namespaces, cfg.peering, cfg.peer_priority) == (["demo"], None, 7)
+    assert (cfg.namespaces, cfg.leader_election) == (["demo"], False)
 
 
-def test_peering_resolves_identity_and_a_random_priority_once() -> None:
-    standalone = operator_config(run_args())
-    assert standalone.peering is None and standalone.peer_priority == 0 and standalone.peer_id
-    a, b = operator_config(run_args("--peering", "modelops")), operator_config(run_args("--peering", "modelops"))
-    assert a.peer_priority and b.peer_priority and a.peer_priority != b.peer_priority
-    assert a.peer_id and a.peer_id == b.peer_id  # <hostname>-<pid>: the same process here
+def test_the_identity_is_resolved_once() -> None:
+    a, b = operator_config(run_args()), operator_config(run_args())
+    assert a.identity and a.identity == b.identity  # <hostname>-<pid>: the same process here
+
+
+def test_lease_timings_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader must give up before a standby may take over: lease > renew deadline > retry."""
+    with pytest.raises(ValueError, match="lease_duration_seconds > renew_deadline_seconds"):
+        OperatorConfig(lease_duration_seconds=10, renew_deadline_seconds=10)
+    with pytest.raises(ValueError):
+        OperatorConfig(renew_deadline_seconds=2, retry_period_seconds=2)
 
 
 def test_prometheus_sends_the_token_it_is_given() -> None:
@@ -158,9 +169,10 @@ def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: p
 
     from modelops.handlers import modeldeployment
 
-    monkeypatch.setattr(modeldeployment, "_api_client", client.ApiClient)  # no cluster needed to build it
+    monkeypatch.setattr(modeldeployment, "_api_client", lambda cfg: client.ApiClient())  # no cluster needed
     cfg = OperatorConfig(metrics_port=0, prometheus_token="s3cret", metadata_poll_seconds=2,
-                         storage_emulator_host="http://127.0.0.1:4443", google_cloud_project="test")
+                         storage_emulator_host="http://127.0.0.1:4443", google_cloud_project="test",
+                         identity="modelops-0")
     resolver = revision_urls_from(Path("/nonexistent/revision-urls.json"))
 
     async def start_and_stop(memo: kopf.Memo) -> kopf.Memo:
@@ -169,7 +181,8 @@ def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: p
         return memo
 
     memo = asyncio.run(start_and_stop(kopf.Memo(config=cfg, revision_url=resolver)))
-    assert memo.config is cfg and memo.leadership is None
+    assert memo.config is cfg and memo.leadership is None and memo.elector is None  # no leader election
+    assert memo.executor._max_workers == cfg.max_concurrent_reconciles
     assert memo.golden.revision_url is resolver
     assert memo.prometheus.client.headers["Authorization"] == "Bearer s3cret"
     assert (memo.registry.poll_seconds, memo.registry.emulator_host, memo.registry.project) == \

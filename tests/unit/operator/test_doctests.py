@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["modelops.domain.steps", "modelops.domain.analysis", "modelops.domain.durations",
            "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis", "modelops.domain.golden",
-           "modelops.adapters.kube", "modelops.adapters.peering"]
+           "modelops.adapters.kube", "modelops.adapters.leader"]
 
 
 @pytest.mark.parametrize("name", MODULES)
