@@ -1,0 +1,206 @@
+"""Leader election through a Lease (``coordination.k8s.io/v1``), the way client-go does it.
+
+Every replica runs this loop. A candidate reads the Lease every retry period; it takes the
+Lease over only when the holder has not renewed it for a whole lease duration *as measured
+on the candidate's own clock* (the time it last saw the record change, not the timestamps in
+it, so clock skew between nodes does not matter). The holder renews every retry period and
+stops writing as soon as it has gone a renew deadline without a successful renewal; since
+the renew deadline is shorter than the lease duration, the old leader has stood down before
+a standby may act. Writes are fenced by ``may_write()``, which reads the clock itself: a
+leader that was paused (or partitioned) refuses to write the moment it wakes up, before its
+renew loop has even run.
+
+Unlike client-go the holder renews without a GET first: it updates the Lease with the
+resourceVersion its own last update returned, and reads the Lease again only on a conflict,
+so a leader costs one request per retry period, a standby one GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("modelops.leader")
+
+
+class NotLeader(Exception):
+    """A write was refused: this replica does not hold the Lease (or could not renew it in time)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """The parts of a Lease's spec that election reads."""
+
+    holder: str | None
+    renew_time: str | None
+    duration: float
+    transitions: int = 0
+    acquire_time: str | None = None
+
+
+def may_acquire(record: Record | None, me: str, observed_at: float, now: float) -> bool:
+    """May ``me`` take (or keep) the Lease? ``observed_at``: when this replica last saw the record
+    change (its own monotonic clock).
+
+    >>> may_acquire(None, "a", 0, 0)                                     # no Lease yet
+    True
+    >>> may_acquire(Record("b", "t1", 15), "a", observed_at=100, now=110)  # b renewed 10 s ago
+    False
+    >>> may_acquire(Record("b", "t1", 15), "a", observed_at=100, now=115)  # b silent a lease duration
+    True
+    >>> may_acquire(Record("a", "t1", 15), "a", observed_at=100, now=101)  # ours: renew
+    True
+    >>> may_acquire(Record("", "t1", 15), "a", observed_at=100, now=101)   # released
+    True
+    """
+    if record is None or not record.holder or record.holder == me:
+        return True
+    return now >= observed_at + record.duration
+
+
+class LeaderElector:
+    """One replica's side of the election. ``on_change(leading)`` is called on every transition."""
+
+    def __init__(self, api: client.ApiClient, *, name: str, namespace: str, identity: str,
+                 lease_duration: float, renew_deadline: float, retry_period: float,
+                 on_change: Callable[[bool], None]) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.name, self.namespace, self.identity = name, namespace, identity
+        self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.on_change = on_change
+        self.leading = False
+        self._renewed_at = float("-inf")  # monotonic time our last successful renewal was *sent*
+        self._lease: Any = None           # our last written Lease (its resourceVersion renews it)
+        self._observed: Record | None = None
+        self._observed_at = 0.0
+        # A request must end well inside the renew deadline, or a hung call would outlive it.
+        self._timeout = max(self.retry_period, self.renew_deadline / 2)
+
+    def may_write(self) -> bool:
+        return self.leading and time.monotonic() < self._renewed_at + self.renew_deadline
+
+    def check(self) -> None:
+        """Raise NotLeader unless this replica may write now (called before every write)."""
+        if not self.may_write():
+            raise NotLeader(f"{self.identity} does not hold the Lease {self.namespace}/{self.name}")
+
+    async def run(self) -> None:
+        try:
+            while True:
+                started = time.monotonic()
+                self.settle(started, await asyncio.to_thread(self.attempt, started))
+                # Jitter, as client-go does, so that candidates do not retry in lock-step.
+                await asyncio.sleep(self.retry_period * (1 + (0 if self.leading else random.random() * 0.2)))
+        finally:
+            self._set_leading(False)
+
+    def attempt(self, started: float) -> bool:
+        """One try to acquire or renew the Lease (blocking: run it in a thread)."""
+        try:
+            return self._try_acquire_or_renew(started)
+        except Exception as exc:  # noqa: BLE001 - the apiserver unreachable or slow: retry next period
+            log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
+
+    def settle(self, started: float, ok: bool) -> None:
+        """The verdict after an attempt sent at ``started`` (in the event loop: it calls ``on_change``).
+        Still leading while renewals succeed, or fail for less than the renew deadline."""
+        if ok:
+            self._renewed_at = started
+        alive = time.monotonic() < self._renewed_at + self.renew_deadline
+        self._set_leading(alive and (ok or self.leading))
+
+    def release(self) -> None:
+        """On a clean shutdown: give the Lease up, so that a standby takes over at once."""
+        if not self.leading or self._lease is None:
+            return
+        self._set_leading(False)
+        lease = self._lease
+        lease.spec.holder_identity = ""
+        lease.spec.renew_time = None
+        try:
+            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease,
+                                                       _request_timeout=self._timeout)
+        except ApiException as exc:  # best effort: otherwise the standby waits one lease duration
+            log.warning("lease %s/%s: could not release it: %s", self.namespace, self.name, exc.reason)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self.leading:
+            self.leading = leading
+            log.info("lease %s/%s: %s is %s", self.namespace, self.name, self.identity,
+                     "the leader" if leading else "standing by")
+            self.on_change(leading)
+
+    def _try_acquire_or_renew(self, now: float) -> bool:
+        stamp = _micro_now()
+        if self.leading and self._lease is not None:
+            # The fast path: renew what we wrote last; a conflict means someone else wrote it.
+            self._lease.spec.renew_time = stamp
+            try:
+                self._lease = self.coordination.replace_namespaced_lease(
+                    self.name, self.namespace, self._lease, _request_timeout=self._timeout)
+                return True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self._lease = None
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return self._create(stamp)
+        record = _record(lease)
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        if not may_acquire(record, self.identity, self._observed_at, now):
+            return False
+        spec = lease.spec
+        if record.holder != self.identity:
+            spec.acquire_time = stamp
+            spec.lease_transitions = (spec.lease_transitions or 0) + 1
+        spec.holder_identity = self.identity
+        spec.lease_duration_seconds = int(self.lease_duration)
+        spec.renew_time = stamp
+        try:
+            self._lease = self.coordination.replace_namespaced_lease(self.name, self.namespace, lease,
+                                                                     _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 409:  # another candidate won this round
+                return False
+            raise
+        return True
+
+    def _create(self, stamp: dt.datetime) -> bool:
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+            spec=client.V1LeaseSpec(holder_identity=self.identity, lease_duration_seconds=int(self.lease_duration),
+                                    acquire_time=stamp, renew_time=stamp, lease_transitions=0))
+        try:
+            self._lease = self.coordination.create_namespaced_lease(self.namespace, body,
+                                                                    _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 409:  # created by another candidate just now
+                return False
+            raise
+        return True
+
+
+def _record(lease: Any) -> Record:
+    spec = lease.spec
+    # MicroTime, compared at full precision: every renewal changes the record.
+    return Record(holder=spec.holder_identity, renew_time=spec.renew_time.isoformat() if spec.renew_time else None,
+                  duration=float(spec.lease_duration_seconds or 15), transitions=spec.lease_transitions or 0,
+                  acquire_time=spec.acquire_time.isoformat() if spec.acquire_time else None)
+
+
+def _micro_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,124 @@
+"""The per-object workers: a bounded number of reconciles at once, so one object whose reconcile hangs
+or keeps failing holds one slot and the others go on; per-object backoff; a replica that is not the
+leader reconciles nothing; losing the Lease mid-reconcile is not a failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelops.adapters.controller import Outcome
+from modelops.adapters.leader import NotLeader
+from modelops.handlers.workers import Workers
+
+pytestmark = pytest.mark.unit
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def test_a_hanging_reconcile_holds_one_slot_and_the_others_finish() -> None:
+    async def scenario() -> tuple[set[str], int]:
+        done: set[str] = set()
+        peak = running = 0
+        hang = asyncio.Event()  # never set: like a Prometheus query with no answer
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            nonlocal peak, running
+            running += 1
+            peak = max(peak, running)
+            try:
+                if name == "stuck":
+                    await hang.wait()
+                await asyncio.sleep(0.01)
+                done.add(name)
+                return Outcome(requeue_after=3600, phase="Healthy")
+            finally:
+                running -= 1
+
+        workers = Workers(reconcile, concurrency=3)
+        workers.poke("ml", "stuck")
+        for i in range(30):
+            workers.poke("ml", f"m{i}")
+        while len(done) < 30:
+            await asyncio.sleep(0.01)
+        await workers.stop()
+        return done, peak
+
+    done, peak = run(scenario())
+    assert done == {f"m{i}" for i in range(30)}
+    assert peak <= 3
+
+
+def test_a_failing_object_backs_off_and_does_not_crowd_out_the_others() -> None:
+    async def scenario() -> tuple[int, int]:
+        attempts = {"bad": 0, "good": 0}
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            attempts[name] += 1
+            if name == "bad":
+                raise RuntimeError("HTTP 500 from the apiserver")
+            return Outcome(requeue_after=0.05, phase="Healthy")
+
+        workers = Workers(reconcile, concurrency=1)
+        workers.poke("ml", "bad")
+        workers.poke("ml", "good")
+        await asyncio.sleep(2.0)
+        await workers.stop()
+        return attempts["bad"], attempts["good"]
+
+    bad, good = run(scenario())
+    # Backoff 1 s, 2 s, 4 s ...: in 2 s the failing one is tried at most 3 times, the healthy one keeps
+    # its own pace (a resync every 0.05 s) through the single slot.
+    assert bad <= 3 and good >= 10
+
+
+def test_a_standby_reconciles_nothing_until_it_leads() -> None:
+    async def scenario() -> tuple[int, int]:
+        calls = 0
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            nonlocal calls
+            calls += 1
+            return Outcome(requeue_after=3600, phase="Healthy")
+
+        workers = Workers(reconcile)
+        workers.set_active(False)
+        for i in range(5):
+            workers.poke("ml", f"m{i}")
+        await asyncio.sleep(0.2)
+        before = calls
+        workers.set_active(True)
+        await asyncio.sleep(0.2)
+        await workers.stop()
+        return before, calls
+
+    before, after = run(scenario())
+    assert (before, after) == (0, 5)
+
+
+def test_losing_the_lease_mid_reconcile_waits_for_leadership_without_backoff() -> None:
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        workers: Workers
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            if not log:
+                log.append("refused")
+                workers.set_active(False)  # what the elector's on_change does
+                raise NotLeader("lost the Lease")
+            log.append("reconciled")
+            return Outcome(requeue_after=3600, phase="Healthy")
+
+        workers = Workers(reconcile)
+        workers.poke("ml", "chat")
+        await asyncio.sleep(0.8)
+        assert log == ["refused"]
+        workers.set_active(True)
+        await asyncio.sleep(0.1)
+        await workers.stop()
+        return log
+
+    assert run(scenario()) == ["refused", "reconciled"]
