@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import pytest
 from kubernetes import client, watch
@@ -191,7 +192,9 @@ def test_operator_killed_mid_reconcile_resumes_without_duplicates_or_flapping(
     assert after["status"]["conditions"] == before["status"]["conditions"]
 
 
-def test_an_idle_minute_of_resyncs_makes_no_write_requests(api, cluster, namespace, operator) -> None:
+def test_an_idle_minute_of_resyncs_makes_no_write_and_no_read_requests(api, cluster, namespace, operator) -> None:
+    """Resyncs plan from the watch-fed cache: in steady state the audit log shows the operator's
+    open watches and nothing else, no GET, no LIST, no write."""
     for file in ("gemma-2-9b-vllm-l4.yaml", "gemma-3n-ollama.yaml"):
         apply(cluster, namespace, example(file))
     for name in ("gemma-2-9b", "gemma-3n"):
@@ -215,6 +218,9 @@ def test_an_idle_minute_of_resyncs_makes_no_write_requests(api, cluster, namespa
     assert changed == {}, f"the operator counted writes while idle: {changed}"
     if audit:
         assert audit.writes(OPERATOR_USER, namespace) == []
+        reads = Counter(" ".join(r.split()[:2]) for r in audit.requests(OPERATOR_USER)
+                        if r.split()[0] in ("get", "list"))
+        assert reads == Counter(), f"{resyncs:.0f} resyncs sent reads: {dict(reads)}"
 
 
 def test_status_is_not_written_by_anyone_but_the_operator_and_spec_never(api, cluster, namespace, operator) -> None:

@@ -24,6 +24,15 @@ class AuditReader:
         """Write requests by ``user`` since the mark, as "verb resource/name" strings."""
         return [r for r in self.requests(user, namespace) if r.split()[0] in WRITE_VERBS]
 
+    def entries(self, user: str) -> list[dict]:
+        """The raw audit events of ``user`` since the mark (verb, objectRef, userAgent, timestamps,
+        responseStatus): the user agent tells replicas of one identity apart."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            return [e for e in map(json.loads, f) if e.get("user", {}).get("username") == user]
+
     def requests(self, user: str, namespace: str | None = None) -> list[str]:
         """Requests by ``user`` since the mark (writes of anyone; reads of the operator only)."""
         if not self.path.exists():

@@ -80,6 +80,7 @@ class Cache:
         self._present: set[tuple[str, str, str]] = set()
         self._expected: dict[Key, list[Expectation]] = {}
         self._changed: dict[Key, asyncio.Event] = {}
+        self._dirty: set[Key] = set()
         self.updated_at: dict[str, float] = {}  # kind -> monotonic time of its last event
 
     # ------------------------------------------------------------------ feeding (event loop)
@@ -93,25 +94,35 @@ class Cache:
             return None
         self._seen(kind, ns, name, meta.get("resourceVersion"))
         if kind == "ModelDeployment":
-            self._mds[key] = _slim_md(body)
+            self._mds[key] = _slim_md(body)  # its own events always wake its worker
         else:
             owned = self._owned.setdefault(key, _Owned())
+            table: dict[str, Any] = {"Deployment": owned.deployments, "Service": owned.services,
+                                     "HTTPRoute": owned.routes, "Pod": owned.unschedulable}[kind]
+            before = table.get(name)
             if kind == "Deployment":
-                state = revision_state(body)
-                if state is not None:
-                    owned.deployments[name] = state
+                value: Any = revision_state(body)
             elif kind == "Service":
-                owned.services[name] = service_state(body)
+                value = service_state(body)
             elif kind == "HTTPRoute":
-                owned.routes[name] = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
-            elif kind == "Pod":
-                verdict = unschedulable(body)
-                if verdict:
-                    owned.unschedulable[name] = verdict
-                else:
-                    owned.unschedulable.pop(name, None)
+                value = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
+            else:
+                value = unschedulable(body)
+            if value is None and kind in ("Deployment", "Pod"):
+                table.pop(name, None)  # not a revision's Deployment; a pod the scheduler placed
+            else:
+                table[name] = value
+            if table.get(name) != before:
+                self._dirty.add(key)  # something the planner reads changed: worth a reconcile
         self._touch(kind, key)
         return key
+
+    def take_changed(self, key: Key) -> bool:
+        """Whether what the planner reads of ``key`` changed since the last call (then: reconcile)."""
+        if key in self._dirty:
+            self._dirty.discard(key)
+            return True
+        return False
 
     def delete(self, kind: str, body: Mapping[str, Any]) -> Key | None:
         meta = body.get("metadata") or {}
@@ -123,12 +134,15 @@ class Cache:
         self._versions.pop((kind, ns, name), None)
         if kind == "ModelDeployment":
             self._mds.pop(key, None)
+            self._dirty.discard(key)
+            self._expected.pop(key, None)
         elif key in self._owned:
             owned = self._owned[key]
             {"Deployment": owned.deployments, "Service": owned.services, "HTTPRoute": owned.routes,
              "Pod": owned.unschedulable}[kind].pop(name, None)
             if owned.empty():
                 del self._owned[key]
+            self._dirty.add(key)
         self._touch(kind, key)
         return key
 

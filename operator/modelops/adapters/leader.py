@@ -141,8 +141,9 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self, now: float) -> bool:
         stamp = _micro_now()
-        if self.leading and self._lease is not None:
-            # The fast path: renew what we wrote last; a conflict means someone else wrote it.
+        if self.leading and self._lease is not None and now < self._renewed_at + self.renew_deadline:
+            # The fast path: renew what we wrote last; a conflict means someone else wrote it. Past the
+            # renew deadline (e.g. the process was frozen) a standby may hold the Lease: read it first.
             self._lease.spec.renew_time = stamp
             try:
                 self._lease = self.coordination.replace_namespaced_lease(

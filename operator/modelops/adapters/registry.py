@@ -19,6 +19,10 @@ from modelops.domain.spec import ResolvedMetadata
 
 log = logging.getLogger(__name__)
 FILENAME = "best_model_metadata.json"
+# Each GCS request times out, and its retries stop after RETRY_SECONDS: a hung registry holds one
+# reconcile slot for that long at most, and the last known config stays in force meanwhile.
+TIMEOUT_SECONDS = 10.0
+RETRY_SECONDS = 30.0
 
 
 class RegistryError(Exception):
@@ -71,12 +75,16 @@ class Registry:
         if not m:
             raise RegistryError(f"not a gs:// prefix: {prefix_uri}")
         bucket_name, prefix = m.groups()
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        retry = DEFAULT_RETRY.with_timeout(RETRY_SECONDS)
         bucket = self.client().bucket(bucket_name)
-        pages = self.client().list_blobs(bucket_name, prefix=prefix, delimiter="/")
+        pages = self.client().list_blobs(bucket_name, prefix=prefix, delimiter="/", timeout=TIMEOUT_SECONDS,
+                                         retry=retry)
         for _ in pages:  # consuming the iterator fills pages.prefixes
             pass
         for folder in sorted(pages.prefixes, reverse=True):
-            blob = bucket.get_blob(folder + FILENAME)
+            blob = bucket.get_blob(folder + FILENAME, timeout=TIMEOUT_SECONDS, retry=retry)
             if blob is not None:
                 return ResolvedMetadata(source=prefix_uri, uri=f"gs://{bucket_name}/{blob.name}",
                                         generation=int(blob.generation))

@@ -160,9 +160,10 @@ async def modeldeployment_event(type: str | None, name: str, namespace: str, bod
 
 def _owned_event(kind: str) -> Any:
     async def handler(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        # The indexing handler has put it already; deletions reach only this handler.
+        # The indexing handler has put it already; deletions reach only this handler. A pod's
+        # status change that leaves its scheduling verdict as it was wakes no one.
         key = memo.cache.delete(kind, body) if type == "DELETED" else owner_key(kind, body)
-        if key is not None and memo.cache.has(key):
+        if key is not None and memo.cache.take_changed(key) and memo.cache.has(key):
             memo.workers.poke(*key)
     handler.__name__ = f"{kind.lower()}_event"
     return handler

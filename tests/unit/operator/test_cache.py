@@ -156,3 +156,21 @@ def test_a_fresh_read_builds_the_same_snapshot_as_the_cache() -> None:
     cache.put("Service", service())
     snap = fresh(md(), {"Deployment": [deployment()], "Service": [service()], "Pod": []})
     assert snap is not None and snap.observed == cache.observed(("ml", "chat"))
+
+
+def test_only_changes_the_planner_reads_wake_the_worker() -> None:
+    cache = Cache()
+    key = ("ml", "chat")
+    cache.put("ModelDeployment", md())
+    cache.put("Pod", pod("chat-aaaa-x", "chat-aaaa"))  # scheduled: nothing kept, nothing changed
+    assert not cache.take_changed(key)
+    cache.put("Deployment", deployment(ready=1))
+    assert cache.take_changed(key) and not cache.take_changed(key)
+    cache.put("Deployment", deployment(ready=1, rv="12"))  # a new version, the same revision state
+    assert not cache.take_changed(key)
+    cache.put("Deployment", deployment(ready=2, rv="13"))  # a pod became ready
+    assert cache.take_changed(key)
+    cache.put("Pod", pod("chat-aaaa-y", "chat-aaaa", "0/5 nodes are available"))
+    assert cache.take_changed(key)
+    cache.delete("Pod", pod("chat-aaaa-y", "chat-aaaa"))
+    assert cache.take_changed(key)

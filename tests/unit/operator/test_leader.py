@@ -194,3 +194,19 @@ def test_release_on_shutdown_lets_the_standby_take_over_at_once(clock: Clock) ->
     clock.now += 2
     tick(b, clock)
     assert b.leading
+
+
+def test_a_leader_frozen_past_its_deadline_reads_before_it_writes_again(clock: Clock) -> None:
+    store = LeaseStore()
+    a, b = candidate(store, "a", []), candidate(store, "b", [])
+    tick(a, clock)
+    tick(b, clock)
+    for _ in range(9):  # a is frozen; b watches the Lease go stale and takes it over
+        clock.now += 2
+        tick(b, clock)
+    assert b.leading
+    store.requests.clear()
+    clock.now += 2
+    tick(a, clock)  # a wakes up
+    assert store.requests == ["get"], "a resumed leader must not renew blindly"
+    assert not a.leading and store.holder() == "b"
