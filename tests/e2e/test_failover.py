@@ -102,6 +102,11 @@ def leader(ops: list[Replica]) -> Replica:
 def writes_by(audit: AuditReader, identity: str, since: dt.datetime | None = None,
               leases: bool = True) -> list[str]:
     """Write requests the replica ``identity`` sent (its user agent names it) since ``since``."""
+    return [text for _, text in timed_writes_by(audit, identity, since, leases)]
+
+
+def timed_writes_by(audit: AuditReader, identity: str, since: dt.datetime | None = None,
+                    leases: bool = True) -> list[tuple[dt.datetime, str]]:
     out = []
     for e in audit.entries("modelops-operator"):
         if f"({identity})" not in e.get("userAgent", "") or e["verb"] not in WRITE_VERBS:
@@ -111,8 +116,9 @@ def writes_by(audit: AuditReader, identity: str, since: dt.datetime | None = Non
         at = dt.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
         if since is None or at >= since:
             ref = e.get("objectRef", {})
-            out.append(f"{e['verb']} {ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
-                       f"/{ref.get('name', '')} {e.get('responseStatus', {}).get('code')}")
+            out.append((at, f"{e['verb']} {ref.get('resource')}"
+                            f"{'/' + ref['subresource'] if ref.get('subresource') else ''}"
+                            f"/{ref.get('name', '')} {e.get('responseStatus', {}).get('code')}"))
     return out
 
 
@@ -193,5 +199,9 @@ def test_frozen_leader_stands_down_before_the_new_leader_acts(
     time.sleep(3 * RETRY)  # give a wrongly confident leader the chance to write
     assert writes_by(audit, first.identity, since=frozen_at) == [], \
         f"the frozen leader wrote after it lost the Lease (resumed at {resumed_at})"
-    assert standby.leading and writes_by(audit, standby.identity, since=frozen_at, leases=False)
+    new_leader_writes = timed_writes_by(audit, standby.identity, since=frozen_at, leases=False)
+    assert standby.leading and new_leader_writes
+    # The old leader's renew deadline (10 s after its last renewal, before the freeze) had passed
+    # when the new leader wrote first: it had stood down, by its own clock, before anyone acted.
+    assert (new_leader_writes[0][0] - frozen_at).total_seconds() >= 10, new_leader_writes[0]
     assert "is standing by" in first.log()

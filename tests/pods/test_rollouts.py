@@ -139,7 +139,9 @@ def test_sticky_ab_split_at_20_percent_through_the_kubelets_configmap_refresh(cl
     assert 0.05 <= share <= 0.40, f"{challenger_users}/{len(seen)} users on the challenger"
 
 
-def test_operator_pod_killed_mid_rollout_its_replacement_finishes_it(cluster, api, infra, models):
+def test_leader_operator_pod_killed_mid_rollout_the_rollout_finishes(cluster, api, infra, models):
+    """The chart runs two operator replicas; the one holding the Lease is killed mid-canary. The
+    standby takes the Lease over and finishes the rollout (the Deployment also replaces the pod)."""
     v1 = canary([{"setWeight": 50}, {"pause": {"duration": "40s"}}])
     old = serving(cluster, api, v1)
     with realpods.Traffic(realpods.service_url(api, models, "smol")) as traffic:
@@ -147,15 +149,15 @@ def test_operator_pod_killed_mid_rollout_its_replacement_finishes_it(cluster, ap
         apply(cluster, models, changed(v1))
         wait_for(lambda: get(api, models, "smol").get("status", {}).get("currentStep") == 1, timeout=300,
                  what=f"the canary paused at 50 %\n{realpods.diagnose(cluster, models)}")
-        killed = realpods.operator_pod(api)
+        wait_for(lambda: realpods.leader_pod(api) is not None, timeout=60, what="an operator pod holding the Lease")
+        killed = realpods.leader_pod(api)
         assert killed is not None
         cluster.kubectl("delete", "pod", "-n", realpods.NS_OPERATOR, killed.metadata.name,
                         "--grace-period=0", "--force")
-        wait_for(lambda: (p := realpods.operator_pod(api)) is not None and p.metadata.uid != killed.metadata.uid
-                 and bool(p.status.container_statuses) and p.status.container_statuses[0].ready,
-                 timeout=120, what="the operator's replacement pod ready")
+        wait_for(lambda: (p := realpods.leader_pod(api)) is not None and p.metadata.uid != killed.metadata.uid,
+                 timeout=120, what="another operator pod to hold the Lease")
         wait_for(lambda: stable(api, "smol") not in ("", old), timeout=300,
-                 what=f"the replacement to finish the rollout\n{realpods.diagnose(cluster, models)}")
+                 what=f"the new leader to finish the rollout\n{realpods.diagnose(cluster, models)}")
         healthy(cluster, api, "smol")
         traffic.wait_served(5)
     traffic.assert_no_failure()

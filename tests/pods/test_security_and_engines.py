@@ -14,6 +14,7 @@ from kubernetes import client
 
 from tests.e2e.steps import apply
 from tests.support import realpods
+from tests.support.wait import wait_for
 
 from .test_serving import healthy, smollm2
 
@@ -28,12 +29,15 @@ def relabel_warnings(cluster, namespace: str) -> str:
 def test_chart_operator_runs_in_cluster_under_restricted(cluster, api, chart_operator):
     ns = client.CoreV1Api(api).read_namespace(realpods.NS_OPERATOR)
     assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    pod = realpods.operator_pod(api)
-    assert pod is not None and pod.spec.node_name == "modelops-worker"
-    assert pod.status.container_statuses[0].ready
-    assert pod.spec.containers[0].image == "ghcr.io/modelops-dev/modelops-operator:0.1.0"
-    ctx = pod.spec.containers[0].security_context
-    assert ctx.read_only_root_filesystem and ctx.run_as_non_root and ctx.capabilities.drop == ["ALL"]
+    pods = realpods.operator_pods(api)
+    assert len(pods) == 2  # the chart's default: two replicas, one holding the Lease
+    for pod in pods:
+        assert pod.spec.node_name == "modelops-worker"
+        assert pod.status.container_statuses[0].ready
+        assert pod.spec.containers[0].image == "ghcr.io/modelops-dev/modelops-operator:0.1.0"
+        ctx = pod.spec.containers[0].security_context
+        assert ctx.read_only_root_filesystem and ctx.run_as_non_root and ctx.capabilities.drop == ["ALL"]
+    wait_for(lambda: realpods.leader_pod(api) is not None, timeout=60, what="one operator pod holding the Lease")
     assert relabel_warnings(cluster, realpods.NS_OPERATOR) == ""
 
 

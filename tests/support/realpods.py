@@ -106,11 +106,23 @@ def install_operator(cluster: Any, values_file: Path, values: dict[str, Any]) ->
          "-f", str(values_file), "--wait", "--timeout", "5m")
 
 
-def operator_pod(api: client.ApiClient) -> client.V1Pod | None:
+def operator_pods(api: client.ApiClient) -> list[client.V1Pod]:
+    """The chart's operator pods (the default is two replicas, one leading), not being deleted."""
     pods = client.CoreV1Api(api).list_namespaced_pod(
         NS_OPERATOR, label_selector="app.kubernetes.io/name=modelops").items
-    live = [p for p in pods if p.metadata.deletion_timestamp is None]
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def operator_pod(api: client.ApiClient) -> client.V1Pod | None:
+    live = operator_pods(api)
     return live[0] if live else None
+
+
+def leader_pod(api: client.ApiClient) -> client.V1Pod | None:
+    """The operator pod that holds the Lease in the operator's namespace (its holder is the pod's name)."""
+    holders = {lease.spec.holder_identity for lease in
+               client.CoordinationV1Api(api).list_namespaced_lease(NS_OPERATOR).items if lease.spec.holder_identity}
+    return next((p for p in operator_pods(api) if p.metadata.name in holders), None)
 
 
 # -- traffic ----------------------------------------------------------------------
