@@ -46,14 +46,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The Lease the replicas elect their leader with (in the release namespace). */}}
+{{- define "modelops.leaseName" -}}
+{{- include "modelops.fullname" . }}
+{{- end }}
+
 {{/*
 RBAC: exactly the verbs and resources the operator uses, each rule with the code that needs it.
 Verified against a real kube-apiserver by tests/integration/chart/test_rbac.py.
 Rules for namespaced resources: a ClusterRole in cluster-wide mode, a Role per watched namespace.
 */}}
 {{- define "modelops.namespacedRules" -}}
-# kopf watches ModelDeployments (list, watch); each reconcile reads one (get) and removes
-# the command annotations it acted on (patch: modelops.dev/promote, abort, pause, resume).
+# Every replica reads everything from kopf's watches (list, watch), which feed the operator's
+# cache; a reconcile reads from the API (get) only when the watch has not shown its own last
+# writes in time. The leader removes the command annotations it acted on (patch:
+# modelops.dev/promote, abort, pause, resume).
 # RBAC cannot tell metadata from spec: the ValidatingAdmissionPolicy of templates/spec-guard.yaml
 # refuses this ServiceAccount any other change of a ModelDeployment.
 - apiGroups: [modelops.dev]
@@ -68,8 +75,9 @@ Rules for namespaced resources: a ClusterRole in cluster-wide mode, a Role per w
 - apiGroups: [modelops.dev]
   resources: [modeldeployments/finalizers]
   verbs: [update]
-# One Deployment per revision: kopf watches them (list, watch), server-side apply
-# creates and updates them (create, patch), old revisions are pruned (delete).
+# One Deployment per revision: watched (list, watch; only those the operator labels), read
+# again on the rare fallback (get, list), server-side apply creates and updates them (create,
+# patch), old revisions are pruned (delete).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
@@ -78,30 +86,35 @@ Rules for namespaced resources: a ClusterRole in cluster-wide mode, a Role per w
   resources: [deployments/scale]
   verbs: [patch]
 # The Service in front of the serving revision, and per-revision Services (blue-green
-# preview, Gateway API backends): server-side applied, deleted when no longer wanted.
+# preview, Gateway API backends): watched (list, watch; the operator's own), read again on the
+# fallback (get, list), server-side applied, deleted when no longer wanted.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # A/B tests: the ConfigMap <name>-split the stable revision's gateway reads, server-side applied
 # (emptied when the test ends). Write-only: the operator never reads a ConfigMap (the main
 # Service records what it applied), so it cannot read other applications' configuration.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch]
-# Why a revision is not ready: the scheduler's verdict on its pods (e.g. Insufficient nvidia.com/gpu).
+# Why a revision is not ready: the scheduler's verdict on its pods (e.g. Insufficient nvidia.com/gpu),
+# from a watch of the model pods the operator labels (list, watch; list also on the fallback).
+# Read only: no get, no create, exec, eviction or logs.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # Events on the ModelDeployment at each transition.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- if .Values.rbac.gatewayAPI }}
-# spec.traffic.router gateway-api: one HTTPRoute with weighted backends per ModelDeployment
-# (server-side applied; deleted when the router changes back to service).
+# spec.traffic.router gateway-api: one HTTPRoute with weighted backends per ModelDeployment,
+# watched (list, watch; the operator's own; where the Gateway API is not installed kopf does
+# not watch the kind), read again on the fallback (get, list), server-side applied, deleted
+# when the router changes back to service.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 {{- end }}
 {{- end }}
 

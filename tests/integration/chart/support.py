@@ -66,6 +66,10 @@ class Release:
         dep = next(o for o in self.manifest() if o["kind"] == "Deployment")
         return dep["spec"]["template"]["spec"]["containers"][0]
 
+    def container_env(self) -> dict[str, str]:
+        """The container's literal env values (the downward API's entries left out)."""
+        return {e["name"]: e["value"] for e in self.container().get("env", []) if "value" in e}
+
     def service_account(self) -> str:
         return next(o for o in self.manifest() if o["kind"] == "ServiceAccount")["metadata"]["name"]
 
@@ -98,25 +102,54 @@ def api_from(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
+# What the kubelet puts into the container's env from the downward API, by field; here (no pod)
+# the ChartOperator's pod_id and namespace.
+DOWNWARD_API = {"metadata.name": "pod_id", "metadata.namespace": "namespace"}
+
+
 class ChartOperator(OperatorProcess):
     """``python -m modelops`` with the container's args and env from the release's Deployment.
 
     Only what cannot be the same out of cluster changes: the listening ports (free
-    local ports instead of 8080/8081 on every interface), POD_ID (no pod), the resync
-    interval (shorter, so tests are quick) and KUBECONFIG (the ServiceAccount's token).
+    local ports instead of 8080/8081 on every interface), the downward API's values (no pod:
+    POD_NAME is ``pod_id``, POD_NAMESPACE the release ``namespace``, where the Lease lives),
+    the resync interval (shorter, so tests are quick) and KUBECONFIG (the ServiceAccount's token).
     """
 
-    def __init__(self, container: dict[str, Any], kubeconfig: Path, log: Path, pod_id: str = "") -> None:
+    def __init__(self, container: dict[str, Any], kubeconfig: Path, log: Path, pod_id: str = "", *,
+                 namespace: str) -> None:
         super().__init__(kubeconfig, log)
         self.pod_id = pod_id or f"chart-operator-{uuid.uuid4().hex[:5]}"
+        self.namespace = namespace
         assert container["command"] == ["python", "-m", "modelops"], container["command"]
         self.args = [f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz" if a.startswith("--liveness=") else a
                      for a in container["args"]]
-        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        env = {}
+        for e in container.get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            else:  # only the downward API's pod name and namespace; anything else would be a new case
+                field_path = e["valueFrom"]["fieldRef"]["fieldPath"]
+                env[e["name"]] = getattr(self, DOWNWARD_API[field_path])
+        assert {"POD_NAME", "POD_NAMESPACE"} <= set(env), "the chart no longer sets the downward API's env"
         env.update(KUBECONFIG=str(kubeconfig), MODELOPS_METRICS_PORT=str(self.metrics_port),
-                   MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS), POD_ID=self.pod_id)
+                   MODELOPS_RESYNC_SECONDS=str(RESYNC_SECONDS))
         self.chart_env = dict(env)
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}, **env}
+
+    @property
+    def lease(self) -> tuple[str, str] | None:
+        """(namespace, name) of the Lease this operator elects its leader with; None: no election."""
+        if self.chart_env.get("MODELOPS_LEADER_ELECTION") != "true":
+            return None
+        return self.namespace, self.chart_env["MODELOPS_LEADER_ELECTION_ID"]
+
+    def leading(self) -> bool:
+        return self.metric("modelops_leader") == 1
+
+    def reconciles(self) -> float:
+        """Reconciles this process has run, whatever their result."""
+        return sum(v for k, v in self.metrics().items() if k.startswith("modelops_reconciles_total{"))
 
     def command(self) -> list[str]:
         return self.args
@@ -128,7 +161,7 @@ class ChartOperator(OperatorProcess):
 def running(release: Release, tmp: Path) -> Iterator[ChartOperator]:
     """Generator for fixtures: the release's operator, as its ServiceAccount, stopped afterwards."""
     kubeconfig = release.token_kubeconfig(tmp / "sa.kubeconfig")
-    op = ChartOperator(release.container(), kubeconfig, tmp / "operator.log").start()
+    op = ChartOperator(release.container(), kubeconfig, tmp / "operator.log", namespace=release.namespace).start()
     try:
         yield op
     finally:
@@ -136,15 +169,19 @@ def running(release: Release, tmp: Path) -> Iterator[ChartOperator]:
 
 
 # --------------------------------------------------------------------------- RBAC
-def rule_allows(rule: dict[str, Any], verb: str, group: str, resource: str) -> bool:
-    """One PolicyRule against one request; ``resource`` may carry a subresource ("deployments/scale")."""
+def rule_allows(rule: dict[str, Any], verb: str, group: str, resource: str, name: str | None = None) -> bool:
+    """One PolicyRule against one request; ``resource`` may carry a subresource ("deployments/scale").
+    A rule with resourceNames allows only requests for those names (``name`` None: a request
+    without a name, such as create or list, which such a rule never allows)."""
+    names = rule.get("resourceNames")
     return (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", [])) and \
         (resource in rule.get("resources", []) or "*" in rule.get("resources", [])) and \
-        (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])) and \
+        (not names or name in names)
 
 
-def allows(rules: list[dict[str, Any]], verb: str, group: str, resource: str) -> bool:
-    return any(rule_allows(r, verb, group, resource) for r in rules)
+def allows(rules: list[dict[str, Any]], verb: str, group: str, resource: str, name: str | None = None) -> bool:
+    return any(rule_allows(r, verb, group, resource, name) for r in rules)
 
 
 def expand(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -177,6 +214,15 @@ class AuditRequests:
                 e = json.loads(line)
                 if e.get("user", {}).get("username") == user and e.get("objectRef"):
                     out.append(e)
+        return out
+
+    def refs(self, user: str) -> list[tuple[str, str, str, str | None, str | None]]:
+        """(verb, group, resource[/subresource], namespace, name) of each of the user's resource requests."""
+        out = []
+        for e in self.requests(user):
+            ref = e["objectRef"]
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.append((e["verb"], ref.get("apiGroup", ""), resource, ref.get("namespace"), ref.get("name")))
         return out
 
     def triples(self, user: str) -> set[tuple[str, str, str]]:

@@ -183,20 +183,46 @@ def test_the_chart_token_changes_a_modeldeployment_only_by_removing_command_anno
     assert obj["spec"]["replicas"] == m["spec"]["replicas"]
 
 
+def _effective(sa: client.ApiClient, namespace: str) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """SelfSubjectRulesReview: (verb, group, resource, resourceNames) the token may use in ``namespace``."""
+    review = client.AuthorizationV1Api(sa).create_self_subject_rules_review(
+        client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)))
+    return {(v, g, r, tuple(rule.resource_names or ())) for rule in review.status.resource_rules
+            for v in rule.verbs for g in (rule.api_groups or []) for r in (rule.resources or [])
+            if g != "authorization.k8s.io" and g != "authentication.k8s.io"}  # every user may ask who it is
+
+
+def _granted(*roles: dict) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    return {(v, g, r, tuple(rule.get("resourceNames", ()))) for role in roles for rule in role["rules"]
+            for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
 def test_the_chart_token_may_do_exactly_the_chart_rules_in_a_namespace(
         cluster, namespace, release: Release, tmp_path: Path) -> None:
-    """SelfSubjectRulesReview: the token's effective rules are the chart's, nothing added."""
+    """SelfSubjectRulesReview: the token's effective rules are the chart's, nothing added; in the
+    release namespace the Lease's Role adds its one Lease (by name) and creating Leases."""
+    manifest = release.manifest()
+    cluster_role = next(o for o in manifest if o["kind"] == "ClusterRole")
+    (lease_role,) = [o for o in manifest if o["kind"] == "Role"]
+    assert lease_role["metadata"]["namespace"] == release.namespace
+    expected = {namespace: _granted(cluster_role), release.namespace: _granted(cluster_role, lease_role)}
     with api_from(release.token_kubeconfig(tmp_path / "sa.kubeconfig")) as sa:
-        review = client.AuthorizationV1Api(sa).create_self_subject_rules_review(
-            client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)))
-    effective = {(v, g, r) for rule in review.status.resource_rules
-                 for v in rule.verbs for g in (rule.api_groups or []) for r in (rule.resources or [])
-                 if g != "authorization.k8s.io" and g != "authentication.k8s.io"}  # every user may ask who it is
-    role = next(o for o in release.manifest() if o["kind"] == "ClusterRole")
-    chart = {(v, g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-             for v in rule["verbs"]}
-    assert effective == chart, yaml.safe_dump({"extra": sorted(effective - chart), "missing": sorted(chart - effective)})
-    assert not any("*" in t for t in effective)
+        effective = {ns: _effective(sa, ns) for ns in expected}
+    for ns, chart in expected.items():
+        assert effective[ns] == chart, yaml.safe_dump({"namespace": ns, "extra": sorted(effective[ns] - chart),
+                                                       "missing": sorted(chart - effective[ns])})
+        assert not any("*" in t[:3] for t in effective[ns])
+    # Everything the operator reads comes from watches: list and watch on each kind; pods no more.
+    for group, resource in (("modelops.dev", "modeldeployments"), ("apps", "deployments"), ("", "services"),
+                            ("", "pods"), ("gateway.networking.k8s.io", "httproutes")):
+        assert {("list", group, resource, ()), ("watch", group, resource, ())} <= effective[namespace], resource
+    assert {v for v, g, r, _ in effective[namespace] if r == "pods"} == {"list", "watch"}
+    # The Lease: its one name, in the release namespace only.
+    lease = release.container_env()["MODELOPS_LEADER_ELECTION_ID"]
+    assert not any(t[2] == "leases" for t in effective[namespace])
+    assert {t for t in effective[release.namespace] if t[2] == "leases"} == {
+        ("create", "coordination.k8s.io", "leases", ()), ("get", "coordination.k8s.io", "leases", (lease,)),
+        ("update", "coordination.k8s.io", "leases", (lease,))}
 
 
 def test_templated_crd_takes_over_the_crd_on_upgrade_and_is_kept(cluster, release: Release) -> None:
@@ -213,13 +239,17 @@ def test_templated_crd_takes_over_the_crd_on_upgrade_and_is_kept(cluster, releas
     assert crd["spec"]["versions"][0]["name"] == "v1alpha1"
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"])
+@pytest.mark.parametrize("kind", ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
+                                  "Role", "RoleBinding"])
 def test_release_objects_exist(api, release: Release, kind: str) -> None:
     assert any(o["kind"] == kind for o in release.manifest())
     notes = release.install_output.split("NOTES:", 1)[1]
     assert "watches ModelDeployments in every namespace" in notes and "kubectl modelops get" in notes
+    assert f"share the Lease {release.namespace}/{release.fullname}" in notes
     if kind == "Deployment":
         dep = client.AppsV1Api(api).read_namespaced_deployment(release.fullname, release.namespace)
-        # Admitted under Pod Security "restricted" (the release namespace enforces it) and rolled out.
-        assert dep.status.ready_replicas == 1
-        assert dep.spec.strategy.type == "Recreate"
+        # Admitted under Pod Security "restricted" (the release namespace enforces it) and rolled out:
+        # two leader-elected replicas by default, updated one new pod at a time.
+        assert dep.status.ready_replicas == 2
+        assert dep.spec.strategy.type == "RollingUpdate"
+        assert (dep.spec.strategy.rolling_update.max_surge, dep.spec.strategy.rolling_update.max_unavailable) == (1, 0)

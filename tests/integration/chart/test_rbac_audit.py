@@ -3,8 +3,9 @@
 The local cluster audits every request of the ``modelops-operator`` identity, reads
 included. The operator runs with that identity and the chart's args and env through
 examples, a rollout with pruning, a manual command and a GPU shortage; then every
-(verb, group, resource) it requested must be granted by the chart, and every one the
-chart grants must have been requested, or be listed below with the reason it is there.
+(verb, group, resource) it requested must be granted by the chart (its ClusterRole, and the
+Role for the Lease it elects its leader with), and every one the chart grants must have been
+requested, or be listed below with the reason it is there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ OPERATOR_USER = "modelops-operator"
 
 # Granted but not requested in this scenario, and why.
 NOT_EXERCISED = {
+    ("get", "modelops.dev", "modeldeployments"):
+        "the fallback read, only when the watch has not shown the operator's own writes in time",
     ("get", "apps", "deployments"): "grants nothing list does not",
     ("get", "", "services"): "grants nothing list does not",
     ("get", "gateway.networking.k8s.io", "httproutes"): "grants nothing list does not",
@@ -42,16 +45,20 @@ NOT_EXERCISED = {
 
 
 @pytest.fixture
-def audited_operator(cluster, crd, tmp_path: Path):
+def audited_operator(cluster, crd, namespace, tmp_path: Path):
+    """The chart's operator (leader election on, as by default), its release namespace (where the
+    Lease is) being the test's namespace; the rules of the ClusterRole and of the Lease's Role."""
     if not cluster.audit_log or not cluster.operator_kubeconfig:
         pytest.fail("needs the local cluster's audit log")  # pragma: no cover - the local cluster has one
-    objs = objects(template(TEST_VALUES))
+    objs = objects(template(TEST_VALUES, "modelops", namespace))
     container = find(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    op = ChartOperator(container, cluster.operator_kubeconfig, tmp_path / "operator.log")
+    op = ChartOperator(container, cluster.operator_kubeconfig, tmp_path / "operator.log", namespace=namespace)
+    assert op.lease == (namespace, "modelops")
+    (lease_role,) = [r for r in find(objs, "Role") if r["metadata"]["namespace"] == namespace]
     audit = AuditRequests(cluster.audit_log).mark()
     op.start()
     try:
-        yield op, audit, find(objs, "ClusterRole")[0]["rules"]
+        yield op, audit, find(objs, "ClusterRole")[0]["rules"] + lease_role["rules"]
     finally:
         op.stop()
 
@@ -107,9 +114,21 @@ def test_chart_rules_are_what_the_operator_requests(api, cluster, namespace, aud
     apply(cluster, namespace, with_changes(m, "spec.resources.gpu.count", 16))
     wait_reason(api, namespace, "chat", "Progressing", "InsufficientGPU")
 
+    # Every replica reads from watches: each kind the operator reads was listed and watched.
     used = audit.triples(OPERATOR_USER)
+    for group, resource in (("modelops.dev", "modeldeployments"), ("apps", "deployments"), ("", "services"),
+                            ("", "pods"), ("gateway.networking.k8s.io", "httproutes")):
+        assert {("list", group, resource), ("watch", group, resource)} <= used, (group, resource)
+    # The Lease: only the one the chart names, in the release namespace, and only by name where
+    # the Role says so (get, update); resourceNames are checked per request.
+    leases = [r for r in audit.refs(OPERATOR_USER) if r[2] == "leases"]
+    assert {r[0] for r in leases} == {"get", "create", "update"}, leases
+    assert {(ns, name) for _, _, _, ns, name in leases if name} == {op.lease}, leases
+    refused = [r for r in leases if not allows(rules, r[0], r[1], r[2], r[4])]
+    assert not refused, f"Lease requests the Role refuses: {refused}"
+    unnamed = [{k: v for k, v in rule.items() if k != "resourceNames"} for rule in rules]
     granted = expand(rules)
-    missing = sorted(t for t in used if not allows(rules, *t))
+    missing = sorted(t for t in used if not allows(unnamed, *t))
     unused = sorted(t for t in granted - used if t not in NOT_EXERCISED)
     assert not missing and not unused, yaml.safe_dump(
         {"requested but not granted": [list(t) for t in missing],

@@ -87,9 +87,11 @@ class Recorder:
 
 
 @pytest.fixture
-def operator_for_fixtures(cluster, crd, tmp_path: Path):
+def operator_for_fixtures(cluster, crd, namespace, tmp_path: Path):
     container = find(objects(template(TEST_VALUES)), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    op = ChartOperator(container, cluster.operator_kubeconfig or cluster.kubeconfig, tmp_path / "operator.log")
+    # The Lease (leader election is on by default) in the test's namespace: nothing else competes for it.
+    op = ChartOperator(container, cluster.operator_kubeconfig or cluster.kubeconfig, tmp_path / "operator.log",
+                       namespace=namespace)
     op.start()
     try:
         yield op

@@ -21,9 +21,13 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 VALUES = {  # the values files the golden tests render, by name
     "default": {},
     "namespaced": {"watchNamespaces": ["ml", "ml-staging"]},
-    "ha": {"replicaCount": 2, "peering": {"enabled": True},
+    # The default is already highly available (two leader-elected replicas); this one adds a
+    # replica, other Lease timings and the monitoring extras.
+    "ha": {"replicaCount": 3, "leaderElection": {"leaseDuration": 30, "renewDeadline": 20, "retryPeriod": 4},
            "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
            "grafana": {"dashboard": {"enabled": True}}},
+    # One replica without leader election: the Recreate strategy, no Lease and no Lease Role.
+    "single": {"replicaCount": 1, "leaderElection": {"enabled": False}},
 }
 
 

@@ -74,6 +74,39 @@ def test_the_panels_the_issue_asks_for() -> None:
         assert all('model=~"$model"' in x for x in e[title]), title
 
 
+def test_the_operator_panels_for_leader_election_work_queue_and_cache() -> None:
+    e = exprs()
+    assert e["Leader by pod"] == ["max by (pod) (modelops_leader)"]
+    assert e["Work queue depth"] == ["sum by (pod) (modelops_workqueue_depth)"]
+    assert e["Reconciles in flight"] == ["sum by (pod) (modelops_reconciles_in_flight)"]
+    assert e["Cache objects by kind"] == ["sum by (kind, pod) (modelops_cache_objects)"]
+    assert e["Cache age by kind"] == ["max by (kind, pod) (modelops_cache_age_seconds)"]
+    assert e["Cache fallback reads"] == [
+        "sum by (pod) (rate(modelops_cache_fallback_reads_total[$__rate_interval]))"]
+
+
+def test_operator_panels_group_by_labels_the_metrics_have() -> None:
+    """A ``by (...)`` label of an operator metric is one of its own labels, or a label Prometheus
+    adds to every scraped series (pod, namespace, ...); a typo would silently merge every series."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from modelops import metrics
+
+    labels = {m._name: set(m._labelnames) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
+    target_labels = {"pod", "namespace", "instance", "job", "service", "container", "endpoint"}
+    for title, queries in exprs().items():
+        for expr in queries:
+            names = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in re.findall(r"\b(modelops_[a-z_]+)", expr)}
+            operator = names & set(labels)
+            if not operator:
+                continue  # the gateway's metrics
+            assert len(operator) == 1, (title, expr)
+            (name,) = operator
+            for group in re.findall(r"\bby \(([^)]*)\)", expr):
+                used = {g.strip() for g in group.split(",")} - target_labels - {"le"}
+                assert used <= labels[name], f"{title}: {name} has no label {used - labels[name]}"
+
+
 def test_metric_names_exist_in_the_code() -> None:
     """Every metric the dashboard reads is defined by the operator or the gateway."""
     root = Path(__file__).resolve().parents[3]
