@@ -39,9 +39,10 @@ test: components  ## every tier; starts (and stops) the local cluster and compon
 unit: venv
 	$(PY) -m pytest -m unit
 
-bench: components  ## benchmarks (not tests): operator at scale, rollback latency, gateway overhead (each with --smoke: tests/integration/test_bench_smoke.py)
+bench: components  ## benchmarks (not tests): operator at scale vs Argo Rollouts, fairness, rollback latency, gateway overhead (each with --smoke: tests/integration/test_bench_smoke.py)
 	$(PY) -m tests.components install nginx
 	$(PY) -m tests.bench.operator_scale
+	$(PY) -m tests.bench.fairness
 	$(PY) -m tests.bench.rollback_latency
 	$(PY) -m tests.bench.gateway
 

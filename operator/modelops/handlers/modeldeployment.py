@@ -38,6 +38,10 @@ def _api_client(cfg: OperatorConfig) -> client.ApiClient:
     except kubeconfig.ConfigException:
         configuration = client.Configuration()
         kubeconfig.load_kube_config(client_configuration=configuration)
+    # One pooled connection per reconcile thread (and the Lease's): beyond the pool's size urllib3
+    # would open and discard a TLS connection per request.
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
+                                                cfg.max_concurrent_reconciles + 2)
     return TimeoutApiClient(configuration, timeout=cfg.api_timeout_seconds,
                             user_agent=f"modelops-operator/{__version__} ({cfg.identity})")
 
