@@ -4,13 +4,17 @@ Watch events (the ModelDeployment's own, or of the objects it owns) poke the wor
 worker reconciles, then sleeps until poked again or until the plan's requeue time (the
 resync of actual state, from the cache: no request). Errors back off exponentially per
 object. At most ``concurrency`` reconciles run at once, so one object whose reconcile hangs
-or keeps failing holds one slot, never the others. Nothing here is stored on the object:
-no finalizers, no annotations, so an idle operator writes nothing.
+or keeps failing holds one slot, never the others; an object's first reconcile takes a free
+slot before the follow-ups of objects already handled (a burst of new objects gets its
+Deployments first). Nothing here is stored on the object: no finalizers, no annotations, so
+an idle operator writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from typing import Awaitable, Callable
 
@@ -24,6 +28,39 @@ MAX_BACKOFF = 60.0
 NOT_LEADER_PAUSE = 0.5
 
 
+class Slots:
+    """A semaphore whose waiters are served by priority (lower first), then in arrival order."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # granted just as we were cancelled: pass the slot on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+FIRST, FOLLOW_UP = 0, 1  # slot priorities
+
+
 class Workers:
     def __init__(self, reconcile: Callable[[str, str], Awaitable[Outcome]], concurrency: int = 8) -> None:
         self._reconcile = reconcile
@@ -32,7 +69,7 @@ class Workers:
         self._phases: dict[Key, str] = {}
         self._active = asyncio.Event()  # set while this replica may reconcile (always, without leader election)
         self._active.set()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._waiting: set[Key] = set()  # due (poked or requeued), not yet running: the work queue
         self._running = 0
 
@@ -73,11 +110,13 @@ class Workers:
     async def _run(self, key: Key) -> None:
         namespace, name = key
         failures = 0
+        priority = FIRST
         while True:
             self._queued(key, True)
             try:
                 await self._active.wait()  # a standby replica holds its workers here
-                async with self._slots:
+                await self._slots.acquire(priority)
+                try:
                     await self._active.wait()
                     self._queued(key, False)
                     poke = self._pokes.setdefault(key, asyncio.Event())
@@ -87,6 +126,8 @@ class Workers:
                         outcome = await self._reconcile(namespace, name)
                     finally:
                         self._in_flight(-1)
+                finally:
+                    self._slots.release()
             except asyncio.CancelledError:
                 self._queued(key, False)
                 raise
@@ -100,6 +141,7 @@ class Workers:
                 await self._sleep(poke, delay)
                 continue
             failures = 0
+            priority = FOLLOW_UP
             if outcome.requeue_after is None:  # deleted
                 self._tasks.pop(key, None)
                 self._pokes.pop(key, None)

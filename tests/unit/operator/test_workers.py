@@ -122,3 +122,46 @@ def test_losing_the_lease_mid_reconcile_waits_for_leadership_without_backoff() -
         return log
 
     assert run(scenario()) == ["refused", "reconciled"]
+
+
+def test_first_reconciles_go_before_follow_ups() -> None:
+    """A burst of new objects is not queued behind the resyncs of the ones already handled."""
+    async def scenario() -> tuple[list[str], int]:
+        order: list[str] = []
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            order.append(name)
+            await asyncio.sleep(0.01)
+            return Outcome(requeue_after=0 if name.startswith("old") else 3600, phase="Healthy")
+
+        workers = Workers(reconcile, concurrency=1)
+        for i in range(3):
+            workers.poke("ml", f"old{i}")  # they requeue at once, for ever
+        await asyncio.sleep(0.1)
+        for i in range(5):
+            workers.poke("ml", f"new{i}")
+        mark = len(order)  # what starts next: the olds are waiting already, FIFO would run them first
+        await asyncio.sleep(0.3)
+        await workers.stop()
+        return order, mark
+
+    order, mark = run(scenario())
+    assert order[mark:mark + 5] == [f"new{i}" for i in range(5)], order[mark - 2:mark + 8]
+
+
+def test_a_slot_granted_to_a_cancelled_waiter_is_passed_on() -> None:
+    from modelops.handlers.workers import Slots
+
+    async def scenario() -> bool:
+        slots = Slots(1)
+        await slots.acquire(1)
+        waiter = asyncio.ensure_future(slots.acquire(1))
+        second = asyncio.ensure_future(slots.acquire(1))
+        await asyncio.sleep(0)
+        slots.release()      # granted to the first waiter ...
+        waiter.cancel()      # ... which is cancelled before it runs
+        await asyncio.sleep(0)
+        await asyncio.wait_for(second, timeout=1)  # the slot reached the next one
+        return True
+
+    assert run(scenario())
