@@ -82,3 +82,16 @@ def namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator
         yield name
     finally:
         core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def unwatched_namespace(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace outside ``t-*``, which the e2e tier's operator watches: for tests that run
+    their own operator replicas, or the operator's pieces, on it alone. Deleted afterwards."""
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from kubernetes import client
 
 from tests.support.audit import WRITE_VERBS, AuditReader
 from tests.support.kube import ClusterHandle
@@ -37,18 +36,6 @@ pytestmark = pytest.mark.e2e
 
 LEASE_DURATION, RETRY = 15.0, 2.0
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "8s"}}, {"setWeight": 50}, {"pause": {"duration": "8s"}}]
-
-
-@pytest.fixture
-def failover_namespace(api: client.ApiClient) -> Iterator[str]:
-    """Not t-*: the session's operator watches those; these replicas watch only this one."""
-    name = f"failover-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture
@@ -78,9 +65,10 @@ class Replica(OperatorProcess):
 
 
 @pytest.fixture
-def replicas(cluster: ClusterHandle, crd: str, gcs, failover_namespace: str, tmp_path: Path) -> Iterator[list[Replica]]:
+def replicas(cluster: ClusterHandle, crd: str, gcs, unwatched_namespace: str,
+             tmp_path: Path) -> Iterator[list[Replica]]:
     lease = f"modelops-{uuid.uuid4().hex[:5]}"
-    ops = [Replica(cluster, failover_namespace, identity, lease, tmp_path / f"operator-{identity}.log", gcs.env())
+    ops = [Replica(cluster, unwatched_namespace, identity, lease, tmp_path / f"operator-{identity}.log", gcs.env())
            for identity in ("replica-a", "replica-b")]
     for op in ops:
         op.start()
@@ -134,8 +122,8 @@ def canary(prometheus: PrometheusServer) -> dict:
 
 
 def test_leader_killed_mid_rollout_the_standby_finishes_it_once(
-        api, cluster, failover_namespace, replicas, prometheus, tmp_path) -> None:
-    ns = failover_namespace
+        api, cluster, unwatched_namespace, replicas, prometheus, tmp_path) -> None:
+    ns = unwatched_namespace
     m = canary(prometheus)
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v2 = revision(v2m)
@@ -177,8 +165,8 @@ def test_leader_killed_mid_rollout_the_standby_finishes_it_once(
 
 
 def test_frozen_leader_stands_down_before_the_new_leader_acts(
-        api, cluster, failover_namespace, replicas, tmp_path) -> None:
-    ns = failover_namespace
+        api, cluster, unwatched_namespace, replicas, tmp_path) -> None:
+    ns = unwatched_namespace
     m = manifest("chat", replicas=1)
     apply(cluster, ns, m)
     first = leader(replicas)

@@ -16,8 +16,7 @@ import concurrent.futures
 import queue
 import threading
 import time
-import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from kubernetes import client, watch
@@ -72,18 +71,6 @@ class HeldWatch:
             n += 1
 
 
-@pytest.fixture
-def own_namespace(api: client.ApiClient) -> Iterator[str]:
-    """Not a t-* namespace: the e2e tier's operator must not reconcile it too."""
-    name = f"cache-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name, propagation_policy="Background")
-
-
 def status(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                                      "chat").get("status") or {}
@@ -94,8 +81,8 @@ def step(s: dict[str, Any]) -> tuple[int | None, str | None]:
     return s.get("currentStep"), rollout.get("stepStartedAt")
 
 
-def test_a_reconcile_waits_for_the_watch_to_show_its_own_writes(api, crd, cluster, own_namespace) -> None:
-    ns = own_namespace
+def test_a_reconcile_waits_for_the_watch_to_show_its_own_writes(api, crd, cluster, unwatched_namespace) -> None:
+    ns = unwatched_namespace
     cfg = OperatorConfig(cache_sync_timeout_seconds=60)
     cache = Cache()
     executor = concurrent.futures.ThreadPoolExecutor(2)

@@ -53,29 +53,25 @@ def _api_client(cfg: OperatorConfig) -> client.ApiClient:
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_DEPLOYMENT: kopf.PRESENT}
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def cache_modeldeployments(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.put("ModelDeployment", body)
+# kind -> (group, version, plural, label filter): what the planner reads.
+WATCHED: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
+    "ModelDeployment": (GROUP, VERSION, PLURAL, None),
+    "Deployment": ("apps", "v1", "deployments", OWNED),
+    "Service": ("", "v1", "services", OWNED),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", OWNED),
+    "Pod": ("", "v1", "pods", OWNED),  # only the scheduler's verdict is kept
+}
 
 
-@kopf.index("apps", "v1", "deployments", labels=OWNED)
-def cache_deployments(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.put("Deployment", body)
+def _feeder(kind: str) -> Any:
+    def feed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.cache.put(kind, body)
+    return feed
 
 
-@kopf.index("v1", "services", labels=OWNED)
-def cache_services(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.put("Service", body)
-
-
-@kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=OWNED)
-def cache_httproutes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.put("HTTPRoute", body)
-
-
-@kopf.index("v1", "pods", labels=OWNED)
-def cache_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.put("Pod", body)
+for _kind, (_group, _version, _plural, _labels) in WATCHED.items():
+    # Explicit ids: kopf names handlers after the function, and these are made in a loop.
+    kopf.index(_group, _version, _plural, labels=_labels, id=f"cache-{_plural}")(_feeder(_kind))
 
 
 @kopf.on.startup()
@@ -163,17 +159,15 @@ async def modeldeployment_event(type: str | None, name: str, namespace: str, bod
 
 
 def _owned_event(kind: str) -> Any:
-    async def handler(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def on_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # The indexing handler has put it already; deletions reach only this handler. A pod's
         # status change that leaves its scheduling verdict as it was wakes no one.
         key = memo.cache.delete(kind, body) if type == "DELETED" else owner_key(kind, body)
         if key is not None and memo.cache.take_changed(key) and memo.cache.has(key):
             memo.workers.poke(*key)
-    handler.__name__ = f"{kind.lower()}_event"
-    return handler
+    return on_event
 
 
-kopf.on.event("apps", "v1", "deployments", labels=OWNED)(_owned_event("Deployment"))
-kopf.on.event("v1", "services", labels=OWNED)(_owned_event("Service"))
-kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes", labels=OWNED)(_owned_event("HTTPRoute"))
-kopf.on.event("v1", "pods", labels=OWNED)(_owned_event("Pod"))
+for _kind, (_group, _version, _plural, _labels) in WATCHED.items():
+    if _kind != "ModelDeployment":
+        kopf.on.event(_group, _version, _plural, labels=_labels, id=f"{_plural}-event")(_owned_event(_kind))
