@@ -7,6 +7,9 @@ of the cluster (tests/unit/operator/sim.py) performs the same list, so it can cr
 single write exactly where the operator could.
 
 Order, for crash safety (each prefix of the list leaves a state the next pass can continue from):
+0. a Service that now sends users to a revision with no ready pod, and that the plan points at one
+   with ready pods (e.g. the stable was scaled to zero by hand while the new revision came up):
+   first, since it can only end an outage, and the next pass derives the same Service again;
 1. clear the command annotations (a crash then loses a command rather than doing it twice);
 2. the status (the rollout's state: everything below is re-derived from it);
 3. applies: the target's Deployment, then traffic objects (split ConfigMap, Services, HTTPRoute);
@@ -26,6 +29,7 @@ from modelops.domain.observed import Observed
 ANNOTATION_PREFIX = "modelops.dev/"
 COMMANDS = ("promote", "abort", "pause", "resume")
 ANNOTATION_APPLIED = "modelops.dev/applied-hash"
+LABEL_REVISION = "modelops.dev/revision"  # a revision's pods; a Service selects one by it, or all
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,22 @@ class Write:
     object_kind: str = ""  # for deletes
 
 
+def _ends_an_outage(obj: dict[str, Any], observed: Observed) -> bool:
+    """A Service whose observed selector reaches no ready pod, planned to reach some."""
+    if obj["kind"] != "Service" or obj["metadata"]["name"] not in observed.services:
+        return False
+
+    def ready(revision: str | None) -> int:
+        if revision is None:  # the selector spans every revision
+            return sum(r.ready for r in observed.revisions.values())
+        state = observed.revisions.get(revision)
+        return state.ready if state else 0
+
+    now = observed.services[obj["metadata"]["name"]].revision
+    planned = (obj["spec"].get("selector") or {}).get(LABEL_REVISION)
+    return ready(now) == 0 and ready(planned) > 0
+
+
 def observed_hashes(observed: Observed) -> dict[tuple[str, str], str | None]:
     """The applied hash of every object we own, as observed (the split ConfigMap is not read:
     the planner decides when to write it)."""
@@ -95,14 +115,20 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     leaves a revision at the wrong size.
     """
     out: list[Write] = []
+    current = observed_hashes(observed)
+    rescues = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
+               and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
+                   ANNOTATION_APPLIED]]
+    out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in rescues)
     if plan.clear_annotations:
         out.append(Write("annotations"))
     if plan.status is not None:
         out.append(Write("status"))
-    current = observed_hashes(observed)
     replicas = {name: r.replicas for name, r in observed.revisions.items()}
     for obj in plan.apply:
         key = (obj["kind"], obj["metadata"]["name"])
+        if obj in rescues:
+            continue
         if current.get(key) != obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
             out.append(Write("apply", key[1], obj=obj))
             if key[0] == "Deployment":

@@ -406,6 +406,11 @@ FOUND = {
         " auto=True, bake=False, golden=False)",
         "change_source(i=1)", "quiesce()", "change_source(i=0)", "quiesce()",
         "kubectl_scale(n=0, who='stable')", "quiesce()"],
+    "a crash between the promotion's status and the Service left users on a stable scaled to zero": [
+        "setup(strategy='Canary', router='service', golden=False, analysis=False, bake=False, steps='none',"
+        " replicas=1, gpus=None, auto=True)",
+        "change_source(i=1)", "reconcile(crash=None, secs=0)", "kubectl_scale(n=0, who='stable')",
+        "reconcile(crash=1, secs=3)"],
 }
 
 

@@ -140,13 +140,18 @@ def test_first_reconciles_go_before_follow_ups() -> None:
         await asyncio.sleep(0.1)
         for i in range(5):
             workers.poke("ml", f"new{i}")
-        mark = len(order)  # what starts next: the olds are waiting already, FIFO would run them first
+        # What starts next: the olds are waiting already, FIFO would run them first. (The slot may
+        # already have been handed to one old whose coroutine has not resumed yet.)
+        mark = len(order)
         await asyncio.sleep(0.3)
         await workers.stop()
         return order, mark
 
     order, mark = run(scenario())
-    assert order[mark:mark + 5] == [f"new{i}" for i in range(5)], order[mark - 2:mark + 8]
+    after = order[mark:]
+    if after[0].startswith("old"):
+        after = after[1:]
+    assert after[:5] == [f"new{i}" for i in range(5)], order[mark - 2:mark + 8]
 
 
 def test_a_slot_granted_to_a_cancelled_waiter_is_passed_on() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from modelops.config import OperatorConfig
 from modelops.domain.source import Source, parse_source, slug
 from modelops.domain.spec import ModelDeploymentSpec
+from modelops.planning import contract
 
 GATEWAY_PORT = 8080
 MODELS_DIR = "/models"
@@ -19,7 +20,7 @@ PRESTOP_SECONDS = 5
 UID = 1000
 
 LABEL_DEPLOYMENT = "modelops.dev/deployment"
-LABEL_REVISION = "modelops.dev/revision"
+LABEL_REVISION = contract.LABEL_REVISION  # one name for the planner and the write order
 LABEL_ENGINE = "modelops.dev/engine"
 MANAGED_BY = "modelops"
 
