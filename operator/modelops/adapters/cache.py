@@ -65,7 +65,7 @@ class Snapshot:
 class _Owned:
     deployments: dict[str, RevisionState] = field(default_factory=dict)
     services: dict[str, tuple[ServiceState, str | None]] = field(default_factory=dict)  # (state, split hash)
-    routes: dict[str, str | None] = field(default_factory=dict)
+    routes: dict[str, tuple[str | None, dict[str, int]]] = field(default_factory=dict)  # (hash, weights)
     unschedulable: dict[str, tuple[str, str]] = field(default_factory=dict)  # pod -> (revision, message)
 
     def empty(self) -> bool:
@@ -105,7 +105,7 @@ class Cache:
             elif kind == "Service":
                 value = service_state(body)
             elif kind == "HTTPRoute":
-                value = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
+                value = route_state(body)
             else:
                 value = unschedulable(body)
             if value is None and kind in ("Deployment", "Pod"):
@@ -220,7 +220,9 @@ class Cache:
                 revisions[rev] = replace(revisions[rev], unschedulable=message)
         services = {n: s for n, (s, _) in owned.services.items()}
         split = owned.services.get(key[1], (None, None))[1]
-        return Observed(revisions=revisions, services=services, routes=dict(owned.routes), split_applied=split)
+        return Observed(revisions=revisions, services=services,
+                        routes={n: h for n, (h, _) in owned.routes.items()},
+                        route_weights={n: w for n, (_, w) in owned.routes.items()}, split_applied=split)
 
     def keys(self) -> list[Key]:
         return list(self._mds)
@@ -285,6 +287,13 @@ def service_state(body: Mapping[str, Any]) -> tuple[ServiceState, str | None]:
     state = ServiceState(name=meta.get("name", ""), revision=((body.get("spec") or {}).get("selector") or {}).get(
         LABEL_REVISION), applied_hash=ann.get(ANNOTATION_APPLIED))
     return state, ann.get(ANNOTATION_SPLIT)
+
+
+def route_state(body: Mapping[str, Any]) -> tuple[str | None, dict[str, int]]:
+    """An HTTPRoute's applied hash, and the weights of its default (last) rule's backends."""
+    rules = (body.get("spec") or {}).get("rules") or [{}]
+    weights = {ref.get("name", ""): int(ref.get("weight", 1)) for ref in rules[-1].get("backendRefs") or []}
+    return ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_APPLIED), weights
 
 
 def unschedulable(body: Mapping[str, Any]) -> tuple[str, str] | None:

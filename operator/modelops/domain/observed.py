@@ -43,4 +43,6 @@ class Observed:
     revisions: dict[str, RevisionState] = field(default_factory=dict)
     services: dict[str, ServiceState] = field(default_factory=dict)
     routes: dict[str, str | None] = field(default_factory=dict)  # HTTPRoute name -> applied hash
+    # HTTPRoute name -> {backend Service: weight} of its default (last) rule: where users go now
+    route_weights: dict[str, dict[str, int]] = field(default_factory=dict)
     split_applied: str | None = None  # the A/B split ConfigMap's applied hash, as the main Service records it

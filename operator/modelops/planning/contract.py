@@ -7,9 +7,9 @@ of the cluster (tests/unit/operator/sim.py) performs the same list, so it can cr
 single write exactly where the operator could.
 
 Order, for crash safety (each prefix of the list leaves a state the next pass can continue from):
-0. a Service that now sends users to a revision with no ready pod, and that the plan points at one
-   with ready pods (e.g. the stable was scaled to zero by hand while the new revision came up):
-   first, since it can only end an outage, and the next pass derives the same Service again;
+0. a Service or HTTPRoute that now sends users to a revision with no ready pod, and that the plan
+   points only at ready pods (e.g. the stable was scaled to zero by hand mid-rollout): first, since
+   it can only end an outage, and the next pass derives the same traffic again;
 1. clear the command annotations (a crash then loses a command rather than doing it twice);
 2. the status (the rollout's state: everything below is re-derived from it);
 3. applies: the target's Deployment, then traffic objects (split ConfigMap, Services, HTTPRoute);
@@ -83,9 +83,9 @@ class Write:
 
 
 def _ends_an_outage(obj: dict[str, Any], observed: Observed) -> bool:
-    """A Service whose observed selector reaches no ready pod, planned to reach some."""
-    if obj["kind"] != "Service" or obj["metadata"]["name"] not in observed.services:
-        return False
+    """A Service or HTTPRoute that now sends users to a revision with no ready pod, planned to send
+    them only where there are ready pods."""
+    kind, name = obj["kind"], obj["metadata"]["name"]
 
     def ready(revision: str | None) -> int:
         if revision is None:  # the selector spans every revision
@@ -93,9 +93,20 @@ def _ends_an_outage(obj: dict[str, Any], observed: Observed) -> bool:
         state = observed.revisions.get(revision)
         return state.ready if state else 0
 
-    now = observed.services[obj["metadata"]["name"]].revision
-    planned = (obj["spec"].get("selector") or {}).get(LABEL_REVISION)
-    return ready(now) == 0 and ready(planned) > 0
+    def backend(service: str) -> int:  # ready pods behind a route's backend Service
+        selected = observed.services.get(service)
+        return ready(selected.revision) if selected else 0
+
+    if kind == "Service" and name in observed.services:
+        planned = (obj["spec"].get("selector") or {}).get(LABEL_REVISION)
+        return ready(observed.services[name].revision) == 0 and ready(planned) > 0
+    if kind == "HTTPRoute" and name in observed.route_weights:
+        now = observed.route_weights[name]
+        rules = obj["spec"].get("rules") or [{}]
+        planned = {ref["name"]: ref.get("weight", 1) for ref in rules[-1].get("backendRefs") or []}
+        starving = any(w > 0 and backend(svc) == 0 for svc, w in now.items())
+        return starving and bool(planned) and all(backend(svc) > 0 for svc, w in planned.items() if w > 0)
+    return False
 
 
 def observed_hashes(observed: Observed) -> dict[tuple[str, str], str | None]:
@@ -119,6 +130,7 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     rescues = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
                and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
                    ANNOTATION_APPLIED]]
+    rescues.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
     out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in rescues)
     if plan.clear_annotations:
         out.append(Write("annotations"))

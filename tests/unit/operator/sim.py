@@ -106,6 +106,8 @@ class Sim:
                                       s["metadata"]["annotations"][ANNOTATION_APPLIED])
                       for n, s in self.services.items()},
             routes={n: r["metadata"]["annotations"][ANNOTATION_APPLIED] for n, r in self.routes.items()},
+            route_weights={n: {ref["name"]: ref.get("weight", 1) for ref in r["spec"]["rules"][-1]["backendRefs"]}
+                           for n, r in self.routes.items()},
             split_applied=self.services.get("chat", {}).get("metadata", {}).get("annotations", {}).get(
                 "modelops.dev/split-applied"))
 

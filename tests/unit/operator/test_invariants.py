@@ -258,7 +258,8 @@ class RolloutMachine(RuleBasedStateMachine):
             if golden and golden[0].status == 200 and golden[0].text == "OK." and self.asked == self.attempt.revision:
                 self.attempt.golden_passed = True
                 self.ever_passed.add(self.asked)
-        self.check(before_status, before_reach, before_replicas, crash is None, plan)
+        self.check(before_status, before_reach, before_replicas, crash is None, plan, wrote=bool(sim.last_writes)
+                   or crash is None)
 
     def measure(self) -> list[Measurement] | None:
         spec, status = self.parsed()
@@ -300,7 +301,10 @@ class RolloutMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the promises
     def check(self, before: dict, reach_before: set[str], replicas_before: dict[str, int], complete: bool,
-              plan) -> None:
+              plan, wrote: bool = True) -> None:
+        """``wrote``: the pass did at least its first write, or ran to its end. A pass that crashed
+        before any write changed nothing: an outage someone else caused (``kubectl scale``) is still
+        there, and (a) is asked of the next pass, which can act."""
         sim, status = self.sim, self.sim.status
         n = sim.spec["replicas"]
         stable = status.get("stableRevision")
@@ -312,7 +316,7 @@ class RolloutMachine(RuleBasedStateMachine):
         warm = (status.get("rollout") or {}).get("previousRevision")
         acceptable = {r for r in (stable, warm, self.attempt.revision if self.attempt.served else None) if r}
         # (a) no request to a Service without ready pods while a revision users may reach has some
-        if "" in share:
+        if "" in share and wrote:
             assert not any(sim.ready(r) for r in acceptable if r in sim.deployments), \
                 f"(a) {share[''] :.0%} of requests go nowhere while {acceptable} has ready pods: {status.get('message')}"
         # (b) capacity: the stable at full size after a complete pass; a revision that had traffic when
@@ -411,6 +415,12 @@ FOUND = {
         " replicas=1, gpus=None, auto=True)",
         "change_source(i=1)", "reconcile(crash=None, secs=0)", "kubectl_scale(n=0, who='stable')",
         "reconcile(crash=1, secs=3)"],
+    "a crash after the first write kept 80 % of users on a canary's stable scaled to zero (gateway-api)": [
+        "setup(bake=False, replicas=1, analysis=False, golden=False, auto=False, gpus=None, router='gateway-api',"
+        " steps='gated', strategy='Canary')",
+        "golden_answers(mode='pass', who='stable')", "change_source(i=2)", "quiesce()",
+        "reconcile(crash=None, secs=5)", "kubectl_scale(n=0, who='stable')", "reconcile(crash=0, secs=0)",
+        "reconcile(crash=1, secs=0)"],
 }
 
 
