@@ -243,6 +243,7 @@ class RolloutMachine(RuleBasedStateMachine):
         before_status = copy.deepcopy(sim.status)
         before_reach = sim.reaches()
         before_replicas = {n: d.replicas for n, d in sim.deployments.items()}
+        outage_before = "" in sim.traffic()  # e.g. someone scaled the serving revision to zero
         measurements, golden = self.measure(), self.ask()
         share_before = sim.traffic().get(self.attempt.revision, 0.0)
         plan = sim.step(measurements=measurements, golden=golden, crash=crash)
@@ -258,8 +259,7 @@ class RolloutMachine(RuleBasedStateMachine):
             if golden and golden[0].status == 200 and golden[0].text == "OK." and self.asked == self.attempt.revision:
                 self.attempt.golden_passed = True
                 self.ever_passed.add(self.asked)
-        self.check(before_status, before_reach, before_replicas, crash is None, plan, wrote=bool(sim.last_writes)
-                   or crash is None)
+        self.check(before_status, before_reach, before_replicas, crash is None, plan, outage_before=outage_before)
 
     def measure(self) -> list[Measurement] | None:
         spec, status = self.parsed()
@@ -301,10 +301,11 @@ class RolloutMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the promises
     def check(self, before: dict, reach_before: set[str], replicas_before: dict[str, int], complete: bool,
-              plan, wrote: bool = True) -> None:
-        """``wrote``: the pass did at least its first write, or ran to its end. A pass that crashed
-        before any write changed nothing: an outage someone else caused (``kubectl scale``) is still
-        there, and (a) is asked of the next pass, which can act."""
+              plan, outage_before: bool = False) -> None:
+        """``outage_before``: users were already sent nowhere when the pass began (someone else did
+        it, e.g. ``kubectl scale`` of the serving revision to zero). A pass may take more than one
+        write to end such an outage, so one that crashed part-way is not asked (a); a pass that
+        completes is, and a crashed pass must never start an outage."""
         sim, status = self.sim, self.sim.status
         n = sim.spec["replicas"]
         stable = status.get("stableRevision")
@@ -316,7 +317,7 @@ class RolloutMachine(RuleBasedStateMachine):
         warm = (status.get("rollout") or {}).get("previousRevision")
         acceptable = {r for r in (stable, warm, self.attempt.revision if self.attempt.served else None) if r}
         # (a) no request to a Service without ready pods while a revision users may reach has some
-        if "" in share and wrote:
+        if "" in share and (complete or not outage_before):
             assert not any(sim.ready(r) for r in acceptable if r in sim.deployments), \
                 f"(a) {share[''] :.0%} of requests go nowhere while {acceptable} has ready pods: {status.get('message')}"
         # (b) capacity: the stable at full size after a complete pass; a revision that had traffic when
@@ -421,6 +422,11 @@ FOUND = {
         "golden_answers(mode='pass', who='stable')", "change_source(i=2)", "quiesce()",
         "reconcile(crash=None, secs=5)", "kubectl_scale(n=0, who='stable')", "reconcile(crash=0, secs=0)",
         "reconcile(crash=1, secs=0)"],
+    "a blue-green stable scaled to zero after promotion: the warm previous revision serves once a pass completes": [
+        "setup(strategy='BlueGreen', router='gateway-api', golden=False, analysis=False, bake=False, steps='gated',"
+        " replicas=1, gpus=None, auto=False)",
+        "change_source(i=1)", "quiesce()", "command(command='promote')", "reconcile(crash=None, secs=3)", "quiesce()",
+        "kubectl_scale(n=0, who='stable')", "reconcile(crash=1, secs=0)", "quiesce()"],
 }
 
 
