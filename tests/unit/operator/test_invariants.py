@@ -451,6 +451,12 @@ OPEN = {
         "change_replicas(n=2)", "change_source(i=1)", "quiesce()", "time_passes(secs=1)",
         "kubectl_scale(n=0, who='stable')", "kubectl_scale(n=2, who='target')", "reconcile(crash=None, secs=1)",
         "quiesce()"],
+    "(b) a canary scaled up by hand under the service router is scaled back to its step's size, and its "
+    "share (which follows its pods) with it: too strict a promise there, or a scale-down to wait for?": [
+        "setup(strategy='Canary', router='service', golden=False, analysis=False, bake=False, steps='gated',"
+        " replicas=1, gpus=None, auto=False)",
+        "change_source(i=1)", "quiesce()", "change_replicas(n=3)", "time_passes(secs=1)", "time_passes(secs=1)",
+        "kubectl_scale(n=2, who='target')", "quiesce()"],
     "(a) a blue-green promote lost in a crash while the stable was scaled to zero: users stay on the stable, "
     "the ready preview gets nothing": [
         "setup(strategy='BlueGreen', router='service', golden=False, analysis=False, bake=False, steps='gated',"
