@@ -62,6 +62,7 @@ def binaries() -> dict[str, Binary]:
     out["runc"] = Binary("runc", "runc", versions.RUNC)
     out["coredns"] = Binary("coredns", "coredns", versions.COREDNS)
     out["prometheus"] = Binary("prometheus", "prometheus", versions.PROMETHEUS)
+    out["rollouts-controller"] = Binary("rollouts-controller", "argo-rollouts", versions.ARGO_ROLLOUTS)
     return out
 
 
@@ -270,11 +271,76 @@ def write_gateway_api_crds(env: dict[str, str]) -> None:
         _module_files("sigs.k8s.io/gateway-api", versions.GATEWAY_API, files, env, gateway_api_crds())
 
 
+ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
+ARGO_ROLLOUTS_CRDS = ("rollout", "analysis-template", "cluster-analysis-template", "analysis-run", "experiment")
+
+
+def argo_rollouts_crds() -> Path:
+    return versions.bin_dir("argo-rollouts", versions.ARGO_ROLLOUTS) / "crds.yaml"
+
+
+def _module_download(module: str, version: str, env: dict[str, str], cwd: Path) -> dict[str, str]:
+    proc = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                          env=env, capture_output=True, text=True, cwd=cwd)
+    info = dict(re.findall(r'"(\w+)":\s*"([^"]*)"', proc.stdout))
+    if proc.returncode != 0 or "Error" in info or "GoMod" not in info:
+        raise ClusterError(f"cannot download {module}@{version}: {proc.stdout}{proc.stderr}")
+    return info
+
+
+def build_argo_rollouts(env: dict[str, str] | None = None) -> Path:
+    """Argo Rollouts' controller (``cmd/rollouts-controller``) and its CRDs, for the side-by-side benchmark.
+
+    Its go.mod replaces every ``k8s.io/*`` module (and two others) with pinned versions, and replace
+    directives only count in the main module, so ``go install pkg@version`` refuses it. As for
+    Kubernetes, build it inside a throwaway module that requires it and repeats its replaces.
+    """
+    out = versions.bin_dir("argo-rollouts", versions.ARGO_ROLLOUTS)
+    binary = out / "rollouts-controller"
+    if is_built("argo-rollouts", versions.ARGO_ROLLOUTS) and argo_rollouts_crds().exists():
+        return binary
+    env = env or _go_env()
+    started = time.monotonic()
+    version = versions.ARGO_ROLLOUTS
+    print(f"building argo-rollouts {version} (cmd/rollouts-controller) in a throwaway module", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="modelops-argo-rollouts-build-"))
+    try:
+        info = _module_download(ARGO_ROLLOUTS_MODULE, version, env, work)
+        gomod = Path(info["GoMod"]).read_text()
+        go_line = re.search(r"^go (\S+)", gomod, re.M).group(1)  # type: ignore[union-attr]
+        block = re.search(r"^replace \((.*?)^\)", gomod, re.M | re.S)
+        replaces = (block.group(1).strip("\n").splitlines() if block else []) + [
+            "\t" + line.removeprefix("replace ").strip() for line in re.findall(r"^replace [^(].*$", gomod, re.M)]
+        if any("=> ./" in r or "=> ../" in r for r in replaces):
+            raise ClusterError(f"{ARGO_ROLLOUTS_MODULE} {version} replaces a module with a local path: "
+                               "it cannot be built from the module proxy")
+        (work / "go.mod").write_text(
+            "module modelops.dev/argo-rollouts-build\n\n"
+            f"go {go_line}\n\n"
+            f"require {ARGO_ROLLOUTS_MODULE} {version}\n\n"
+            "replace (\n" + "\n".join(replaces) + "\n)\n"
+        )
+        (work / "tools.go").write_text(
+            f'//go:build tools\n\npackage tools\n\nimport _ "{ARGO_ROLLOUTS_MODULE}/cmd/rollouts-controller"\n')
+        _run(["go", "mod", "tidy"], work, env, "the throwaway argo-rollouts build module (go mod tidy)")
+        out.mkdir(parents=True, exist_ok=True)
+        pkg = f"{ARGO_ROLLOUTS_MODULE}/utils/version"
+        ldflags = f"-s -w -X {pkg}.version={version.removeprefix('v')} -X {pkg}.gitTreeState=clean"
+        _run(["go", "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(binary),
+              f"{ARGO_ROLLOUTS_MODULE}/cmd/rollouts-controller"], work, env, "argo-rollouts")
+        files = [f"manifests/crds/{c}-crd.yaml" for c in ARGO_ROLLOUTS_CRDS]
+        _module_files(ARGO_ROLLOUTS_MODULE, version, files, env, argo_rollouts_crds())
+        _finish(out, started, f"argo-rollouts {version}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
 def build_all() -> None:
     started = time.monotonic()
     todo = [b for b in binaries().values() if not is_built(b.component, b.version)]
     stages = versions.bin_dir("kwok", versions.KWOK) / KWOK_STAGES
-    if not todo and stages.exists() and gateway_api_crds().exists():
+    if not todo and stages.exists() and gateway_api_crds().exists() and argo_rollouts_crds().exists():
         print(f"all cluster binaries are cached in {versions.BIN_CACHE}")
         return
     env = _go_env()
@@ -284,4 +350,5 @@ def build_all() -> None:
     go_install("helm", versions.HELM, "helm.sh/helm/v3/cmd/helm", env)
     build_node(env)
     build_kubernetes_and_etcd(env)
+    build_argo_rollouts(env)  # for the side-by-side benchmark only
     print(f"cluster build finished in {time.monotonic() - started:.0f}s", flush=True)

