@@ -4,8 +4,8 @@
 #   docker build -t ghcr.io/modelops-dev/modelops-operator:0.1.0 .
 #
 # `python -m modelops run` (the default) runs the operator; the Helm chart passes its
-# flags (--liveness, --peering, --namespace). Runs as uid/gid 65532 on a read-only root
-# filesystem (the chart mounts an emptyDir at /tmp). Tested as built: tests/images builds
+# flags (--liveness, --namespace) and leader election through the environment. Runs as
+# uid/gid 65532 on a read-only root filesystem (the chart mounts an emptyDir at /tmp). Tested as built: tests/images builds
 # it as written (buildah; PYTHON_IMAGE a local Debian Python), then
 # tests/integration/chart/test_dockerfile.py lints it and checks the built image's config
 # and layers from its OCI archive, and tests/pods runs it in a real pod.
