@@ -15,8 +15,10 @@ scheduled), so memory grows with the objects, not with their manifests.
 Reads after our own writes: a reconcile records what each of its writes returned (the
 object's new resourceVersion, or that it is gone) as *expectations*; the next reconcile of
 that ModelDeployment waits until the watch has delivered them (``wait_settled``). A watch
-delivers every change in order, so "the version we wrote was seen" is an exact test; if it
-does not arrive in time (a broken watch), the caller reads the objects from the API instead.
+delivers every change in order, and kopf may merge an object's rapid events into the newest, so
+the test is "the version we wrote, or a newer one, was seen" (resourceVersions compare as
+integers, KEP-5504); if none arrives in time (a broken watch), the caller reads the objects
+from the API instead.
 """
 
 from __future__ import annotations
@@ -177,7 +179,14 @@ class Cache:
         ident = (e.kind, e.namespace, e.name)
         if e.resource_version is None:
             return ident not in self._present
-        return e.resource_version in self._versions.get(ident, ())
+        seen = self._versions.get(ident, ())
+        if e.resource_version in seen:
+            return True
+        # kopf batches an object's rapid events and hands over only the newest, so the exact
+        # version we wrote may never be seen: a newer one is as good. resourceVersions come from
+        # etcd's revision and grow across the cluster; Kubernetes allows comparing them as
+        # integers since 1.35 (KEP-5504). A version that is not an integer is only matched exactly.
+        return any(_newer_or_same(v, e.resource_version) for v in seen)
 
     async def wait_settled(self, key: Key, timeout: float) -> list[Expectation]:
         """Wait until the watch has shown every write of ``key``'s last reconcile; returns what is
@@ -200,6 +209,14 @@ class Cache:
 
     def forget_expectations(self, key: Key) -> None:
         self._expected.pop(key, None)
+
+    def drop(self, key: Key) -> None:
+        """Forget a ModelDeployment and what it owns (it is gone, though no watch said so: e.g. its
+        namespace was deleted and the namespace's watches stopped first)."""
+        self._mds.pop(key, None)
+        self._owned.pop(key, None)
+        self._expected.pop(key, None)
+        self._dirty.discard(key)
 
     # ------------------------------------------------------------------ reading
     def snapshot(self, key: Key) -> Snapshot | None:
@@ -240,6 +257,14 @@ class Cache:
 
 
 # ---------------------------------------------------------------------- parsing (pure)
+def _newer_or_same(seen: str, wrote: str) -> bool:
+    """
+    >>> _newer_or_same("4690", "4687"), _newer_or_same("4686", "4687"), _newer_or_same("x", "4687")
+    (True, False, False)
+    """
+    return seen.isdigit() and wrote.isdigit() and int(seen) >= int(wrote)
+
+
 def owner_key(kind: str, body: Mapping[str, Any]) -> Key | None:
     """The ModelDeployment an object belongs to: itself, or the one its label names (None: not ours)."""
     meta = body.get("metadata") or {}

@@ -44,6 +44,7 @@ class CachedReconciler:
                  golden: Golden | None = None) -> None:
         self.cache, self.kube, self.config, self.executor = cache, kube, config, executor
         self.prometheus, self.registry, self.golden = prometheus, registry, golden
+        self._failed: set[tuple[str, str]] = set()  # objects whose last reconcile raised
 
     async def __call__(self, namespace: str, name: str) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -51,21 +52,31 @@ class CachedReconciler:
         # Never plan from a cache older than our own last writes: a step would be repeated.
         timeout = self.config.cache_sync_timeout_seconds
         missing = await self.cache.wait_settled(key, timeout)
-        if missing:  # the watch lags behind our own writes: read the truth instead
-            log.warning("%s/%s: the watch has not shown %s after %.0fs; reading from the API", namespace, name,
-                        ", ".join(map(str, missing)), timeout)
+        if missing or key in self._failed:
+            # The watch lags behind our own writes, or the last try failed (the cache may be what is
+            # wrong, e.g. the object is gone with its namespace): read the truth instead.
+            if missing:
+                log.warning("%s/%s: the watch has not shown %s after %.0fs; reading from the API", namespace,
+                            name, ", ".join(map(str, missing)), timeout)
             metrics.CACHE_FALLBACK_READS.inc()
             self.cache.forget_expectations(key)
             snapshot = await loop.run_in_executor(self.executor, self.kube.read_fresh, namespace, name)
+            if snapshot is None:  # gone: drop what the cache still holds of it
+                self.cache.drop(key)
         else:
             snapshot = self.cache.snapshot(key)
         expect: list[Expectation] = []
         try:
-            return await loop.run_in_executor(self.executor, functools.partial(
+            outcome = await loop.run_in_executor(self.executor, functools.partial(
                 reconcile_once, self.kube, self.config, snapshot, self.prometheus, self.registry, self.golden,
                 expect))
+        except Exception:
+            self._failed.add(key)
+            raise
         finally:
             self.cache.expect(key, expect)
+        self._failed.discard(key)
+        return outcome
 
 
 def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None,

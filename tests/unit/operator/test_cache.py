@@ -131,6 +131,27 @@ def test_an_expectation_is_met_by_the_exact_version_the_write_returned() -> None
     assert cache.unmet(key) == []
 
 
+def test_a_newer_version_meets_an_expectation_kopf_batched_ours_away() -> None:
+    """kopf merges an object's rapid events: after two quick status writes (7, then 9 by someone
+    else) only 9 may be delivered."""
+    cache = Cache()
+    key = ("ml", "chat")
+    cache.put("ModelDeployment", md(rv="5"))
+    cache.expect(key, [Expectation("ModelDeployment", "ml", "chat", "7")])
+    assert cache.unmet(key)
+    cache.put("ModelDeployment", md(rv="9"))
+    assert cache.unmet(key) == []
+
+
+def test_drop_forgets_an_object_whose_namespace_went_away_unseen() -> None:
+    cache = Cache()
+    key = ("ml", "chat")
+    cache.put("ModelDeployment", md())
+    cache.put("Deployment", deployment())
+    cache.drop(key)
+    assert cache.snapshot(key) is None and not cache.has(key) and cache.sizes()["Deployment"] == 0
+
+
 def test_wait_settled_returns_when_the_watch_delivers_and_reports_what_never_came() -> None:
     async def scenario() -> tuple[list, list]:
         cache = Cache()

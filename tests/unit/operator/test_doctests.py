@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["modelops.domain.steps", "modelops.domain.analysis", "modelops.domain.durations",
            "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis", "modelops.domain.golden",
-           "modelops.adapters.kube", "modelops.adapters.leader"]
+           "modelops.adapters.kube", "modelops.adapters.leader", "modelops.adapters.cache"]
 
 
 @pytest.mark.parametrize("name", MODULES)
