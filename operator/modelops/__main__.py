@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None, *, revision_url: "RevisionUrl | None" = 
         memo.revision_url = revision_url
     asyncio.run(kopf.operator(
         clusterwide=not config.namespaces, namespaces=config.namespaces,
-        standalone=True, liveness_endpoint=args.liveness, memo=memo,
+        # kopf derives an identity from the user name when none is given, and uid 65532 has no
+        # passwd entry in the image (getpwuid fails): give it ours.
+        standalone=True, identity=config.identity, liveness_endpoint=args.liveness, memo=memo,
     ))
     return 0
 
