@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,6 +123,19 @@ def _binaries() -> tuple[Path, Path]:
     return gcs, build.binary("prometheus")
 
 
+def _bucket_created(base: str, name: str) -> bool:
+    """POST a bucket; 200 (created) or 409 (it exists) means the emulator takes writes."""
+    req = urllib.request.Request(f"{base}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 409
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def start(cluster: "Cluster", pki: "PKI", timeout: float) -> None:
     gcs, prometheus = _binaries()
     ports = ServicePorts(cluster.ports.base)
@@ -146,5 +161,9 @@ def start(cluster: "Cluster", pki: "PKI", timeout: float) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     cluster._wait("the GCS emulator", "gcs-emulator",
                   lambda: cluster._http_ok(f"{gcs_url(cluster.ports.base)}/storage/v1/b"), timeout)
+    # Listing buckets answered; creating one is what tests do first, and twice (in CI) a create
+    # right after start-up got a 404: wait until a create is accepted too.
+    cluster._wait("the GCS emulator to create buckets", "gcs-emulator",
+                  lambda: _bucket_created(gcs_url(cluster.ports.base), "modelops-ready"), timeout)
     cluster._wait("Prometheus /-/ready", "prometheus",
                   lambda: cluster._http_ok(f"{prometheus_url(cluster.ports.base)}/-/ready"), timeout)
