@@ -317,6 +317,18 @@ def audited_requests(audit: AuditReader, user: str, namespace: str | None = None
     return out
 
 
+def finish_run(result: "Result", started: float, pid: int, cpu0: float | None, cpu: "ClusterCpu",
+               audit: AuditReader, user: str) -> None:
+    """The run's figures once all are Healthy: time, the controller's RSS and CPU, the cluster's CPU,
+    the controller's requests."""
+    result.took = time.monotonic() - started
+    result.rss_mb = _rss_mb(pid)
+    cpu1 = _cpu_seconds(pid)
+    result.cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    cpu.stop(result)
+    result.verbs, result.by_resource = count_requests(audit, user)
+
+
 def count_requests(audit: AuditReader, user: str, namespace: str | None = None,
                    user_agent: str | None = None) -> tuple[Counter, Counter]:
     requests = audited_requests(audit, user, namespace, user_agent)
@@ -427,12 +439,7 @@ def with_operator(api: client.ApiClient, cluster: Cluster, n: int, idle: float, 
                 return len(items) == n and all(i.get("status", {}).get("phase") == "Healthy" for i in items)
 
             wait(all_healthy, 1800, f"all ModelDeployments Healthy (operator log: {log})")
-            result.took = time.monotonic() - started
-            result.rss_mb = _rss_mb(op.proc.pid)
-            cpu1 = _cpu_seconds(op.proc.pid)
-            result.cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-            cpu.stop(result)
-            result.verbs, result.by_resource = count_requests(audit, OPERATOR_USER)
+            finish_run(result, started, op.proc.pid, cpu0, cpu, audit, OPERATOR_USER)
             wait(lambda: len(deployments.seen) >= n and len(replicasets.seen) >= n, 30,
                  "every Deployment and ReplicaSet seen by the watch")
         result.first = latencies(applied, deployments.seen, "revision Deployments")
@@ -544,12 +551,7 @@ def with_argo_rollouts(api: client.ApiClient, cluster: Cluster, binary: Path, n:
                 return len(items) == n and all(i.get("status", {}).get("phase") == "Healthy" for i in items)
 
             wait(all_healthy, 1800, f"all Rollouts Healthy (controller log: {log})")
-            result.took = time.monotonic() - started
-            result.rss_mb = _rss_mb(ctl.proc.pid)
-            cpu1 = _cpu_seconds(ctl.proc.pid)
-            result.cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-            cpu.stop(result)
-            result.verbs, result.by_resource = count_requests(audit, ARGO_USER)
+            finish_run(result, started, ctl.proc.pid, cpu0, cpu, audit, ARGO_USER)
             wait(lambda: len(replicasets.seen) >= n, 30, "every ReplicaSet seen by the watch")
         result.first = result.to_rs = latencies(applied, replicasets.seen, "ReplicaSets")
         idle_window(result, api, ns, cluster.audit_log, ARGO_USER, ctl.proc.pid, idle)
