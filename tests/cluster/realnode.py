@@ -423,6 +423,10 @@ class RealNode:
 
     def stop(self) -> None:
         """After the processes are gone: containers, mounts, the network. Safe to run twice."""
+        if not self.state.exists():
+            # This state directory never prepared a node: the bridge, the iptables chain and the
+            # kubelet's pods on this host belong to another cluster (or to none), leave them be.
+            return
         _kill_shims()
         _cleanup_pods(KUBELET_ROOT)
         kube_proxy = build.binaries()["kube-proxy"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client, watch
@@ -225,6 +226,35 @@ def test_an_idle_minute_of_resyncs_makes_no_write_and_no_read_requests(api, clus
         reads = Counter(" ".join(r.split()[:2]) for r in audit.requests(OPERATOR_USER, namespace)
                         if r.split()[0] in ("get", "list"))
         assert reads == Counter(), f"{resyncs:.0f} resyncs sent reads: {dict(reads)}"
+
+
+def test_the_operator_lists_and_watches_only_the_objects_it_owns(cluster, operator) -> None:
+    """kopf's handler filters act on the client: the watches themselves must be filtered by the
+    apiserver, or every Deployment, Service and Pod of the cluster streams into the operator (and
+    its memory). Pods are watched only while unbound: the scheduler's verdict is all it reads."""
+    if not cluster.audit_log:
+        pytest.fail("needs the local cluster's audit log")  # pragma: no cover - the local cluster always has one
+    audit = AuditReader(cluster.audit_log).mark()
+    operator.stop()
+    operator.start()  # its lists and watches start again, in this test's part of the audit log
+    owned = {"deployments", "services", "pods"}
+
+    def kopf_requests() -> list[tuple[str, str, dict[str, list[str]]]]:
+        out = []
+        for e in audit.entries(OPERATOR_USER):
+            resource = e.get("objectRef", {}).get("resource")
+            if e["verb"] in ("list", "watch") and resource in owned and e.get("userAgent", "").startswith("kopf"):
+                out.append((e["verb"], resource, parse_qs(urlsplit(e["requestURI"]).query)))
+        return out
+
+    wait_for(lambda: {(verb, resource) for verb, resource, _ in kopf_requests()}
+             >= {(v, r) for v in ("list", "watch") for r in owned}, timeout=60,
+             what="the restarted operator to list and watch Deployments, Services and Pods")
+    for verb, resource, query in kopf_requests():
+        assert query.get("labelSelector") == ["app.kubernetes.io/managed-by=modelops,modelops.dev/deployment"], \
+            (verb, resource, query)
+        assert query.get("fieldSelector") == (["spec.nodeName="] if resource == "pods" else None), \
+            (verb, resource, query)
 
 
 def test_status_is_not_written_by_anyone_but_the_operator_and_spec_never(api, cluster, namespace, operator) -> None:

@@ -80,6 +80,9 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
         self.may_write = may_write or (lambda: None)
+        # How a plan's Events are handed over: posted here and now, unless the operator gives them
+        # to its background EventRecorder (adapters/events.py).
+        self.record: Callable[[Owner, Event], None] = self.event
 
     # ------------------------------------------------------------------ reading (the fallback)
     def read_fresh(self, namespace: str, name: str) -> Snapshot | None:
@@ -156,7 +159,7 @@ class Kube:
                     deleted.append(f"{kind}/{w.name}")
                 expect.append(Expectation(kind, ns, w.name, None))
         for event in plan.events:
-            self.event(owner, event)
+            self.record(owner, event)
         return ExecutionResult(applied, scaled, deleted, plan.status is not None, len(plan.clear_annotations),
                                expect)
 
@@ -203,6 +206,7 @@ class Kube:
         return out["metadata"]["resourceVersion"]
 
     def event(self, owner: Owner, event: Event) -> None:
+        """Post one Event (best effort: an API error is logged, not raised)."""
         self.may_write()
         now = dt.datetime.now(dt.timezone.utc)
         body = client.CoreV1Event(
@@ -215,7 +219,8 @@ class Kube:
             source=client.V1EventSource(component="modelops-operator"),
             reporting_component="modelops.dev/operator", reporting_instance="modelops-operator")
         try:
-            self.core.create_namespaced_event(owner.namespace, body)
+            # Raw answer, read and dropped: deserializing it into a model would cost more than the request.
+            self.core.create_namespaced_event(owner.namespace, body, _preload_content=False).data
         except ApiException as exc:  # events are best effort; never fail a reconcile over one
             log.warning("could not post event %s: %s", event.reason, exc.reason)
 

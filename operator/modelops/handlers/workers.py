@@ -62,8 +62,10 @@ FIRST, FOLLOW_UP = 0, 1  # slot priorities
 
 
 class Workers:
-    def __init__(self, reconcile: Callable[[str, str], Awaitable[Outcome]], concurrency: int = 8) -> None:
+    def __init__(self, reconcile: Callable[[str, str], Awaitable[Outcome]], concurrency: int = 8,
+                 settle: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self._reconcile = reconcile
+        self._settle = settle  # awaited before a slot is taken (e.g. until the cache shows our writes)
         self._pokes: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
@@ -115,6 +117,8 @@ class Workers:
             self._queued(key, True)
             try:
                 await self._active.wait()  # a standby replica holds its workers here
+                if self._settle is not None:
+                    await self._settle(namespace, name)
                 await self._slots.acquire(priority)
                 try:
                     await self._active.wait()

@@ -170,3 +170,33 @@ def test_a_slot_granted_to_a_cancelled_waiter_is_passed_on() -> None:
         return True
 
     assert run(scenario())
+
+
+def test_waiting_for_the_cache_holds_no_slot() -> None:
+    """An object whose last writes the watch has not shown yet waits outside the slots: with one
+    slot, the others reconcile meanwhile, and it reconciles once it has settled."""
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        settled = asyncio.Event()
+
+        async def settle(namespace: str, name: str) -> None:
+            if name == "lagging":
+                await settled.wait()
+
+        async def reconcile(namespace: str, name: str) -> Outcome:
+            order.append(name)
+            if name == "m2":
+                settled.set()  # the watch catches up while the others run
+            return Outcome(requeue_after=3600, phase="Healthy")
+
+        workers = Workers(reconcile, concurrency=1, settle=settle)
+        workers.poke("ml", "lagging")
+        for i in range(3):
+            workers.poke("ml", f"m{i}")
+        while len(order) < 4:
+            await asyncio.sleep(0.01)
+        await workers.stop()
+        return order
+
+    order = run(scenario())
+    assert order[:3] == ["m0", "m1", "m2"] and order[3] == "lagging"
