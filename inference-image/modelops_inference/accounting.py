@@ -163,6 +163,11 @@ class BodyTally:
                     self._parsed = None
         return self._parsed  # type: ignore[return-value]
 
+    @property
+    def over_limit(self) -> bool:
+        """More than ``limit`` bytes came: ``json()`` is ``None`` for that reason, not for bad JSON."""
+        return self._size > self.limit
+
     def _usage(self) -> tuple[int, int]:
         obj = self.json()
         numbers = _usage_numbers(obj.get("usage")) if obj else None

@@ -8,6 +8,7 @@ the engine monitor (probe, warm-up). At shutdown: stop the monitor, close the se
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -18,13 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from . import __version__
+from .cost import CostMeter
 from .engines import make_engine
 from .health import EngineMonitor
 from .metadata import ServingConfigHolder, default_gcs_client, make_source
 from .metrics import GatewayMetrics
 from .protocol import error_body
 from .proxy import Upstream
-from .routes import openai, ops, predict
+from .responseid import ResponseIds
+from .routes import feedback, openai, ops, predict
 from .routes.fast import GatewayApp
 from .security import RateLimiter, TokenFile
 from .service import GatewayService
@@ -45,10 +48,25 @@ def _bearer(path: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _response_ids(settings: GatewaySettings) -> ResponseIds:
+    if settings.feedback_key_file is None:
+        log.warning("no MODELOPS_FEEDBACK_KEY_FILE: response ids are signed with a key of this process only, so "
+                    "feedback is counted only when it reaches the replica that answered")
+        return ResponseIds(os.urandom(32), settings.revision)
+    try:
+        key = settings.feedback_key_file.read_bytes().strip()
+        return ResponseIds(key, settings.revision)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"cannot read the response id key: {exc} "
+                           f"(MODELOPS_FEEDBACK_KEY_FILE={settings.feedback_key_file})") from exc
+
+
 def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], Any] = default_gcs_client) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        metrics = GatewayMetrics(settings.model, settings.revision, settings.engine, settings.namespace)
+        ids = _response_ids(settings)
+        cost = CostMeter(settings.price_per_hour, settings.price_input_per_mtok, settings.price_output_per_mtok)
+        metrics = GatewayMetrics(settings.model, settings.revision, settings.engine, settings.namespace, cost=cost)
         holder = ServingConfigHolder(
             make_source(settings.metadata_uri, settings.metadata_filename, gcs_client_factory),
             on_loaded=lambda c: metrics.metadata_loaded(c.source_uri, c.generation, c.version),
@@ -82,6 +100,7 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
             token=TokenFile(settings.auth_token_file) if settings.auth_token_file else None,
             limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None,
             split=SplitFile(settings.split_file, settings.revision) if settings.split_file else None,
+            ids=ids,
         )
         monitor.start()
         log.info("gateway %s serving %r (revision %s) in front of %s at %s%s", __version__, settings.model,
@@ -103,6 +122,6 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
 
     # Plain Starlette routes: no per-request dependency resolution on the hot path; the
     # inference routes are also dispatched without the middleware stack (routes/fast.py).
-    app = GatewayApp(routes=[*openai.routes, *predict.routes, *ops.routes], lifespan=lifespan,
+    app = GatewayApp(routes=[*openai.routes, *predict.routes, *feedback.routes, *ops.routes], lifespan=lifespan,
                      exception_handlers={HTTPException: http_error}, direct=[*openai.routes, *predict.routes])
     return app

@@ -14,8 +14,13 @@ The metadata document, as the model-selection pipeline writes it::
       "prompt_template": "Context:\\n{context}\\n\\nQuestion: {query}\\nAnswer:",
       "system_prompt": "You are a helpful assistant.",
       "output_format": "text",                      # or "json": /predict parses the answer
+      "output_schema": {"type": "object", ...},     # optional, with "json": the JSON schema answers follow
       "scores": {"accuracy": 0.91}
     }
+
+With ``output_format: json`` the ``/predict`` request asks the engine for JSON
+(``response_format`` json_object, or json_schema with ``output_schema``), and the gateway
+counts answers that are not valid JSON or do not satisfy the schema (``structured.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from .structured import check_schema
 
 # Sampling parameters an OpenAI-compatible engine understands (vLLM, Ollama and
 # llama.cpp accept top_k and repetition_penalty as extra fields). Anything else in
@@ -56,6 +63,7 @@ class ServingConfig:
     prompt_template: str = DEFAULT_TEMPLATE
     system_prompt: str | None = None
     output_format: str = "text"
+    output_schema: Mapping[str, Any] | None = None  # with output_format json: what answers must satisfy
     scores: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Where it came from: the object's URI and GCS generation (or file mtime).
     source_uri: str | None = None
@@ -110,6 +118,14 @@ def parse_serving_config(raw: bytes, *, source_uri: str | None = None, generatio
     output_format = doc.get("output_format", "text")
     if output_format not in ("text", "json"):
         raise MetadataError(f"output_format must be 'text' or 'json', got {output_format!r}")
+    output_schema = doc.get("output_schema")
+    if output_schema is not None:
+        if output_format != "json":
+            raise MetadataError("output_schema needs output_format 'json'")
+        try:
+            check_schema(output_schema)
+        except ValueError as exc:
+            raise MetadataError(f"output_schema: {exc}") from exc
     scores = doc.get("scores", {})
     if not isinstance(scores, dict):
         scores = {}
@@ -117,6 +133,7 @@ def parse_serving_config(raw: bytes, *, source_uri: str | None = None, generatio
     return ServingConfig(
         model=model, version=version, hyperparameters=MappingProxyType(dict(hp)),
         prompt_template=template, system_prompt=system_prompt, output_format=output_format,
+        output_schema=MappingProxyType(dict(output_schema)) if output_schema is not None else None,
         scores=MappingProxyType(dict(scores)), source_uri=source_uri, generation=generation,
     )
 
@@ -238,8 +255,23 @@ def predict_request(config: ServingConfig, query: str, context: Any, overrides: 
             body[key] = value
     _fill(body, config.sampling)
     if config.output_format == "json" and "response_format" not in body:
-        body["response_format"] = {"type": "json_object"}
+        body["response_format"] = ({"type": "json_schema", "json_schema": {
+            "name": "output", "schema": _plain(config.output_schema)}} if config.output_schema is not None
+            else {"type": "json_object"})
     return body
+
+
+def _plain(value: Any) -> Any:
+    """A copy made of dicts and lists (the config keeps read-only mappings), ready for json.dumps.
+
+    >>> _plain(MappingProxyType({"a": [MappingProxyType({"b": 1})]}))
+    {'a': [{'b': 1}]}
+    """
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def predict_result(config: ServingConfig, text: str) -> Any:

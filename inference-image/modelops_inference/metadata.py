@@ -233,7 +233,9 @@ class ServingConfigHolder:
         c = self.config
         return {
             "uri": c.source_uri, "generation": c.generation, "version": c.version, "model": c.model,
-            "hyperparameters": dict(c.hyperparameters), "stale": self.last_error is not None,
+            "hyperparameters": dict(c.hyperparameters), "output_format": c.output_format,
+            "output_schema": dict(c.output_schema) if c.output_schema is not None else None,
+            "stale": self.last_error is not None,
             "last_error": self.last_error,
         }
 

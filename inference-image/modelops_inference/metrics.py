@@ -13,15 +13,27 @@ which the operator's analysis templates filter on, e.g.::
 predict), so health checks and scrapes never dilute the error rate. ``code`` is the
 status the gateway answered with, except that a stream broken by the engine after it
 started counts as 502 and a client that went away counts as 499.
+
+What users said and what it cost, per revision (the operator's ``satisfaction``,
+``invalidJsonRate`` and ``costPerMillionTokens`` templates read them)::
+
+    modelops_gateway_feedback_total{rating="positive|negative"}   ratings of this revision's answers
+    modelops_gateway_feedback_score_total                          sum of their scores (0..1)
+    modelops_gateway_structured_output_total{route,result}         answers asked to be JSON (structured.py)
+    modelops_gateway_cost_dollars_total                            money spent (cost.py), when priced
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .cost import CostMeter
 
 PREFIX = "modelops_gateway"
 # LLM requests take from milliseconds (a cached short answer) to minutes (long generations).
@@ -30,6 +42,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0,
                 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "status_5xx", "broken_stream", "protocol")
+FEEDBACK_REJECTED = ("invalid", "unverified", "duplicate", "unknown_revision", "challenger_unavailable")
 
 
 def _count_tasks() -> float:
@@ -39,8 +52,31 @@ def _count_tasks() -> float:
         return 0.0
 
 
+class _CostCollector:
+    """``modelops_gateway_cost_dollars_total``, computed when scraped (the hourly part grows with time,
+    not with requests, so a counter incremented on events would lag behind it)."""
+
+    def __init__(self, meter: CostMeter, labels: tuple[str, ...], values: tuple[str, ...]) -> None:
+        self.meter, self.labels, self.values = meter, labels, values
+        self.created = time.time()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(f"{PREFIX}_cost_dollars", "Money this revision's pod has cost since the gateway "
+                                   "started: price per hour x time up, plus price per million tokens x tokens",
+                                   labels=self.labels)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = self._family()
+        family.add_metric(self.values, self.meter.total(), created=self.created)
+        return [family]
+
+
 class GatewayMetrics:
-    def __init__(self, model: str, revision: str, engine: str, namespace: str = "") -> None:
+    def __init__(self, model: str, revision: str, engine: str, namespace: str = "",
+                 cost: CostMeter | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.namespace = namespace
         self.model = model
@@ -90,6 +126,22 @@ class GatewayMetrics:
         self.loop_tasks = Gauge(f"{PREFIX}_event_loop_tasks", "asyncio tasks alive in the gateway's event loop "
                                 "(a leak shows as growth under steady load)", base, registry=r)
         self.loop_tasks.labels(namespace, model, revision).set_function(_count_tasks)
+        self.feedback = Counter(f"{PREFIX}_feedback", "Ratings of this revision's answers (POST /v1/feedback), "
+                                "by side: positive when the score is 0.5 or more", [*base, "rating"], registry=r)
+        self.feedback_score = Counter(f"{PREFIX}_feedback_score", "Sum of the ratings' scores, 0..1 each (thumbs "
+                                      "up 1, down 0); / feedback_total = the mean score", base, registry=r)
+        self.feedback_rejected = Counter(f"{PREFIX}_feedback_rejected", "Feedback not counted, by reason: invalid "
+                                         "(body), unverified (an id this revision did not issue), duplicate, "
+                                         "unknown_revision, challenger_unavailable", [*base, "reason"], registry=r)
+        self.structured = Counter(f"{PREFIX}_structured_output", "Answers to requests that asked for JSON, by "
+                                  "result: valid, invalid_json, schema_mismatch, too_large (not judged)",
+                                  [*base, "route", "result"], registry=r)
+        for side in ("positive", "negative"):  # present from the start: a rate over a window needs both ends
+            self.feedback.labels(namespace, model, revision, side)
+        self.feedback_score.labels(namespace, model, revision)
+        self._cost = cost if cost is not None and cost.priced else None
+        if self._cost is not None:
+            r.register(_CostCollector(self._cost, base, (namespace, model, revision)))
         self._engine = engine
         self._children: dict[tuple[Any, ...], Any] = {}
         self._inflight = self.inflight.labels(namespace, model, revision)
@@ -121,6 +173,8 @@ class GatewayMetrics:
             self._child(self.output_tokens, route).inc(output_tokens)
         if prompt_tokens:
             self._child(self.prompt_tokens, route).inc(prompt_tokens)
+        if self._cost is not None and (output_tokens or prompt_tokens):
+            self._cost.add_tokens(prompt=prompt_tokens, output=output_tokens)
         if fallback:
             self._child(self.fallback, route).inc()
 
@@ -146,6 +200,21 @@ class GatewayMetrics:
 
     def limited(self) -> None:
         self._child(self.rate_limited).inc()
+
+    def rated(self, rating: str, score: float) -> None:
+        self._child(self.feedback, rating).inc()
+        self._child(self.feedback_score).inc(score)
+
+    def feedback_refused(self, reason: str) -> None:
+        self._child(self.feedback_rejected, reason).inc()
+
+    def feedback_forwarded(self, challenger: str, code: int) -> None:
+        """Feedback on an answer the A/B challenger gave, handed to it (it counts the rating)."""
+        self._child(self.ab_forwarded, "feedback", challenger, str(code)).inc()
+
+    def structured_output(self, route: str, results: list[str]) -> None:
+        for result in results:
+            self._child(self.structured, route, result).inc()
 
     # --- state --------------------------------------------------------------------
     def set_engine_ready(self, ready: bool) -> None:

@@ -55,6 +55,7 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    id: str  # names the revision that answered: what POST /v1/feedback rates (responseid.py)
     result: Any
     model_used: str
     model_version: str

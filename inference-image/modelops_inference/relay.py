@@ -6,6 +6,11 @@ fallback happen in ``proxy``), send the status and first chunk the moment they a
 tokens on the way, and record the metrics once, in ``finally``. A client that goes
 away cancels all of it (``disconnect``); an engine that breaks off mid-stream gets
 an OpenAI-style ``error`` event in the stream, so SDKs raise a clean error.
+
+Two things are done to an answer of this revision's own engine (not to one relayed from
+the A/B challenger, whose gateway has done them): its ``id`` becomes one that names this
+revision (``responseid.IdStamper``, for feedback), and, when the request asked for JSON,
+its text is judged (``structured.AnswerText``) once it is complete.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from .disconnect import ClientGone, cancel_on_disconnect
 from .metrics import GatewayMetrics
 from .protocol import error_body
 from .proxy import Head, UpstreamFailure
+from .responseid import IdStamper, ResponseIds
+from .structured import AnswerText, Expectation
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +58,14 @@ class RelayResponse(Response):
 
     def __init__(self, *, opener: Callable[[], AsyncIterator[Head | bytes]], route: str, stream: bool,
                  started: float, metrics: GatewayMetrics, extra_headers: list[tuple[bytes, bytes]],
-                 on_broken: Callable[[str], None] | None = None) -> None:
+                 on_broken: Callable[[str], None] | None = None, ids: ResponseIds | None = None,
+                 expect: Expectation | None = None, answer_limit: int = 1 << 20) -> None:
         self.background = None
+        self.ids = ids  # stamp response ids (chat, completions)
+        self.expect = expect  # the request asked for JSON: judge the answer
+        self.answer_limit = answer_limit
+        self._stamper: IdStamper | None = None
+        self._answer: AnswerText | None = None
         self.opener = opener
         self.route = route
         self.stream = stream
@@ -85,6 +98,17 @@ class RelayResponse(Response):
                 self.metrics.request_finished(
                     self.route, self.code, time.perf_counter() - self.started, ttft=self.ttft, stream=self.stream,
                     output_tokens=tally.output_tokens, prompt_tokens=tally.prompt_tokens, fallback=fallback)
+                if self._answer is not None and self.code == 200:  # complete: not broken off, nor left
+                    self._judge(tally)
+
+    def _judge(self, tally: StreamTally | BodyTally) -> None:
+        assert self._answer is not None
+        if isinstance(tally, BodyTally):
+            if tally.over_limit:
+                self.metrics.structured_output(self.route, ["too_large"])
+                return
+            self._answer.feed_body(tally.json())
+        self.metrics.structured_output(self.route, self._answer.results())
 
     async def _serve(self, send: Send, tally: StreamTally | BodyTally) -> None:
         gen = self.opener()
@@ -111,18 +135,25 @@ class RelayResponse(Response):
                 headers.append((b"x-modelops-upstream", b"fallback"))
             if sse:
                 headers.append((b"x-accel-buffering", b"no"))
+            own = head.upstream.revision is None and head.status == 200
+            if own and self.ids is not None and (sse or head.content_type.startswith("application/json")):
+                self._stamper = IdStamper(self.ids, sse=sse)
+            if own and self.expect is not None:
+                self._answer = AnswerText(self.expect, self.answer_limit)
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             ended = False  # the last chunk went out with more_body=False (saves one write)
             if head.first_chunk:
                 tally.feed(head.first_chunk)
                 ended = head.ended()
-                await send({"type": "http.response.body", "body": head.first_chunk, "more_body": not ended})
+                await self._send_body(send, head.first_chunk, ended, sse)
             try:
                 async for chunk in gen:  # after `ended`: only the generator's clean finish, no more data
                     tally.feed(chunk)  # type: ignore[arg-type]
                     ended = head.ended()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                    await self._send_body(send, chunk, ended, sse)  # type: ignore[arg-type]
             except UpstreamFailure as failure:
+                if self._stamper is not None and (held := self._stamper.flush()):
+                    await send({"type": "http.response.body", "body": held, "more_body": True})
                 self.code = 504 if failure.status == 504 else 502
                 if self.on_broken and failure.upstream == "engine":
                     self.on_broken(failure.message)
@@ -139,7 +170,19 @@ class RelayResponse(Response):
                 if isinstance(tally, StreamTally) and tally.error and self.code < 400:
                     self.code = 502  # the engine reported an error inside a 200 stream
             if not ended:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                rest = self._stamper.flush() if self._stamper is not None else b""
+                await send({"type": "http.response.body", "body": rest, "more_body": False})
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
+
+    async def _send_body(self, send: Send, chunk: bytes, ended: bool, sse: bool) -> None:
+        if self._answer is not None and sse:
+            self._answer.feed_sse(chunk)
+        if self._stamper is not None:
+            chunk = self._stamper.feed(chunk)
+            if ended:
+                chunk += self._stamper.flush()
+            elif not chunk:
+                return  # all held back (the engine's id is not known yet)
+        await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
 

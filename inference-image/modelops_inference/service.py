@@ -21,20 +21,24 @@ from starlette.responses import JSONResponse, Response
 
 from .defaults import ServingConfig, predict_request, predict_result
 from .disconnect import ClientGone, cancel_on_disconnect
+from .feedback import SeenIds, parse_feedback
 from .health import EngineMonitor
 from .metadata import ServingConfigHolder
 from .metrics import GatewayMetrics
 from .protocol import PredictRequest, PredictResponse, RequestError, parse_json_object, validate
 from .proxy import Head, RetryPolicy, Upstream, UpstreamFailure, read_all, upstream_stream
 from .relay import CLIENT_CLOSED, RelayResponse, failure_type
+from .responseid import ResponseIds, claimed_revision, claims_revision
 from .security import RateLimiter, TokenFile, client_address
 from .settings import GatewaySettings
 from .split import FORWARDED_HEADER, Split, SplitFile
+from .structured import Expectation, canonical, expectation, judge_value
 
 log = logging.getLogger(__name__)
 
 FORWARD_REQUEST_HEADERS = ("x-request-id", "traceparent", "tracestate")
 Shape = Callable[[dict[str, Any], ServingConfig], dict[str, Any]]
+STAMPED_ROUTES = frozenset({"chat", "completions"})  # answers a user may rate (and /predict)
 
 
 def error_response(err: RequestError, revision: str) -> JSONResponse:
@@ -53,9 +57,11 @@ class GatewayService:
     fallback: Upstream | None
     token: TokenFile | None
     limiter: RateLimiter | None
+    ids: ResponseIds
     split: SplitFile | None = None
 
     def __post_init__(self) -> None:
+        self.rated = SeenIds()  # response ids already rated on this pod (bounded: feedback.py)
         s = self.settings
         self.policy = RetryPolicy(retries=s.retries, backoff=s.retry_backoff)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout,
@@ -116,26 +122,34 @@ class GatewayService:
             return [self.fallback]  # local first, but not when the engine is known to be down
         return [self.engine, self.fallback]
 
+    def current_split(self, request: Request) -> Split | None:
+        """The split this (stable) revision applies to the request; none for one already forwarded."""
+        if self.split is None or FORWARDED_HEADER in request.headers:
+            return None
+        return self.split.current()
+
     def challenger(self, request: Request, body: dict[str, Any] | None) -> Upstream | None:
         """The A/B challenger this request goes to, when this revision splits users (see split.py)."""
-        split: Split | None = self.split.current() if self.split is not None else None
-        if split is None or FORWARDED_HEADER in request.headers:
+        split = self.current_split(request)
+        if split is None:
             return None
         user = request.headers.get(split.header)
         if user is None and body is not None and isinstance(body.get("user"), str):
             user = body["user"]
         if not split.to_challenger(request.headers, user):
             return None
+        # Without `model`: the client named the stable revision's model (checked), and the challenger
+        # may serve another name (an A/B test of two models); it answers with its own.
+        return self.challenger_upstream(request, split, {k: v for k, v in (body or {}).items() if k != "model"})
+
+    def challenger_upstream(self, request: Request, split: Split, body: dict[str, Any]) -> Upstream:
         headers = {FORWARDED_HEADER: "challenger"}
         if (auth := request.headers.get("authorization")) is not None:
             headers["authorization"] = auth  # the challenger checks the same token, if any
         if request.client:  # the challenger's rate limit then sees the client (if it trusts this pod)
             xff = forwarded_for(request)
             headers["x-forwarded-for"] = f"{xff}, {request.client.host}" if xff else request.client.host
-        # Without `model`: the client named the stable revision's model (checked above), and the
-        # challenger may serve another name (an A/B test of two models); it answers with its own.
-        forwarded = {k: v for k, v in (body or {}).items() if k != "model"}
-        return Upstream("challenger", split.url, self.settings.model, headers, body=forwarded, retries=0,
+        return Upstream("challenger", split.url, self.settings.model, headers, body=body, retries=0,
                         revision=split.challenger)
 
     def forward_headers(self, request: Request) -> dict[str, str]:
@@ -171,7 +185,10 @@ class GatewayService:
                          on_retry=self.metrics.upstream_retry, extra_headers=self.forward_headers(request))
         return RelayResponse(opener=opener, route=route, stream=bool(body.get("stream")), started=started,
                              metrics=self.metrics, extra_headers=self.revision_header,
-                             on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"))
+                             on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"),
+                             ids=self.ids if route in STAMPED_ROUTES else None,
+                             expect=expectation(body) if route in STAMPED_ROUTES else None,
+                             answer_limit=self.settings.structured_output_max_bytes)
 
     # --- models, readiness, reload ------------------------------------------------------
     def models_list(self) -> dict[str, Any]:
@@ -261,7 +278,7 @@ class GatewayService:
                                       self.settings.revision)
             ttft = head.first_chunk_at - started
             used_fallback = head.upstream.name == "fallback"
-            answer, usage, code = self._predict_answer(head, raw)
+            answer, usage, code, engine_id = self._predict_answer(head, raw)
             if isinstance(answer, Response):
                 return answer
             if usage:
@@ -271,9 +288,12 @@ class GatewayService:
                 result = predict_result(config, answer)
             except ValueError as exc:
                 code = 502
+                self._judge_predict(config, answer, None)
                 return error_response(RequestError(502, str(exc), code="invalid_model_output"),
                                       self.settings.revision)
+            self._judge_predict(config, answer, result)
             response = PredictResponse(
+                id=self.ids.issue(engine_id or "predict"),
                 result=result,
                 model_used=self.settings.model if not used_fallback else head.upstream.model,
                 model_version=config.version or self.settings.revision,
@@ -287,24 +307,99 @@ class GatewayService:
                                           output_tokens=out_tokens, prompt_tokens=prompt_tokens,
                                           fallback=used_fallback)
 
-    def _predict_answer(self, head: Head, raw: bytes) -> tuple[Any, dict[str, Any] | None, int]:
+    def _predict_answer(self, head: Head, raw: bytes) -> tuple[Any, dict[str, Any] | None, int, str | None]:
         try:
             doc = json.loads(raw)
         except ValueError:
             doc = None
         if head.status != 200:
             if isinstance(doc, dict) and "error" in doc:
-                return JSONResponse(doc, status_code=head.status), None, head.status
+                return JSONResponse(doc, status_code=head.status), None, head.status, None
             err = RequestError(head.status if head.status >= 400 else 502,
                                f"the engine answered {head.status}", code="engine_error")
-            return error_response(err, self.settings.revision), None, err.status
+            return error_response(err, self.settings.revision), None, err.status, None
         try:
             text = doc["choices"][0]["message"]["content"]  # type: ignore[index]
         except (TypeError, KeyError, IndexError):
             err = RequestError(502, "the engine's answer has no choices[0].message.content", code="engine_error")
-            return error_response(err, self.settings.revision), None, 502
+            return error_response(err, self.settings.revision), None, 502, None
         usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
-        return text or "", usage, 200
+        engine_id = doc.get("id") if isinstance(doc.get("id"), str) and doc.get("id") else None
+        return text or "", usage, 200, engine_id
+
+    def _judge_predict(self, config: ServingConfig, text: str, result: Any) -> None:
+        """Count a JSON /predict answer (``result`` None: it did not parse), as structured.py says."""
+        if config.output_format != "json":
+            return
+        if len(text.encode()) > self.settings.structured_output_max_bytes:
+            verdict = "too_large"
+        elif result is None:
+            verdict = "invalid_json"
+        else:
+            schema = canonical(dict(config.output_schema)) if config.output_schema is not None else None
+            verdict = judge_value(result, Expectation(schema))
+        self.metrics.structured_output("predict", [verdict])
+
+    # --- /v1/feedback ---------------------------------------------------------------------
+    async def feedback(self, request: Request) -> Response:
+        """Count a user's rating for the revision that served the response it names.
+
+        The id says which revision answered, signed by it (responseid.py). This gateway counts
+        ratings of its own answers; one of its A/B challenger's (the stable revision relayed it)
+        is handed to the challenger, which verifies and counts it under its own revision.
+        """
+        try:
+            self.admit(request)
+        except RequestError as err:
+            return error_response(err, self.settings.revision)
+        try:
+            raw = await self.read_json(request)
+            rating = parse_feedback(raw)
+        except RequestError as err:
+            self.metrics.feedback_refused("invalid")
+            return error_response(err, self.settings.revision)
+        split = self.current_split(request)
+        if split is not None and claims_revision(rating.id, split.challenger):
+            return await self._forward_feedback(request, split, raw)
+        issued = self.ids.verify(rating.id)
+        if issued is None:
+            claimed = claimed_revision(rating.id)
+            if claimed is not None and not claims_revision(rating.id, self.settings.revision):
+                # e.g. an answer of the revision this one replaced, rated after the promotion
+                self.metrics.feedback_refused("unknown_revision")
+                message = (f"id: the response was served by revision {claimed}, which this gateway "
+                           f"({self.settings.revision}) neither is nor forwards to")
+                return error_response(RequestError(400, message, param="id", code="unknown_revision"),
+                                      self.settings.revision)
+            # Made up, altered, or signed with another key: no more is said (it would help a forger).
+            self.metrics.feedback_refused("unverified")
+            return error_response(RequestError(400, "id: not a response id this service issued", param="id",
+                                               code="invalid_response_id"), self.settings.revision)
+        if not self.rated.add(issued.tag):
+            self.metrics.feedback_refused("duplicate")
+            return error_response(RequestError(409, "this response has already been rated", param="id",
+                                               code="already_rated"), self.settings.revision)
+        self.metrics.rated(rating.rating, rating.score)
+        log.debug("feedback %s (%.2f) for %s from user %r", rating.rating, rating.score, rating.id, rating.user)
+        return JSONResponse({"object": "feedback", "id": rating.id, "revision": self.settings.revision,
+                             "rating": rating.rating, "score": rating.score},
+                            headers={"x-modelops-revision": self.settings.revision})
+
+    async def _forward_feedback(self, request: Request, split: Split, raw: dict[str, Any]) -> Response:
+        upstream = self.challenger_upstream(request, split, raw)
+        try:
+            head, body = await read_all(upstream_stream(
+                self.session, [upstream], "/v1/feedback", {}, policy=self.policy, timeout=self.timeout,
+                on_error=self.on_upstream_error, extra_headers=self.forward_headers(request)))
+        except UpstreamFailure as failure:
+            self.metrics.feedback_refused("challenger_unavailable")
+            self.metrics.feedback_forwarded(split.challenger, failure.status)
+            return error_response(RequestError(503, f"the revision that served this response ({split.challenger}) "
+                                               f"cannot be reached: {failure.message}",
+                                               code="challenger_unavailable"), self.settings.revision)
+        self.metrics.feedback_forwarded(split.challenger, head.status)
+        return Response(body, status_code=head.status, media_type=head.content_type or "application/json",
+                        headers={"x-modelops-revision": split.challenger})
 
 
 def forwarded_for(request: Request) -> str | None:

@@ -70,6 +70,26 @@ class GatewaySettings(BaseSettings):
         default=None, description="JSON file with the A/B split this revision applies as the stable one "
                                   "(the operator mounts the ConfigMap <deployment>-split here); missing = no split")
 
+    # --- user feedback (see responseid.py, feedback.py) -------------------------------
+    feedback_key_file: Path | None = Field(
+        default=None, description="file holding the key that signs response ids (a Secret shared by the revision's "
+                                  "replicas); unset = a key per process, so feedback counts only on the replica "
+                                  "that answered")
+
+    # --- structured output (see structured.py) -----------------------------------------
+    structured_output_max_bytes: int = Field(
+        default=1 << 20, ge=1024, description="answer text kept to judge a JSON answer; longer ones count as "
+                                             "too_large")
+
+    # --- cost (see cost.py); unset = not priced: no cost metric ---------------------------
+    price_per_hour: float | None = Field(
+        default=None, ge=0, description="dollars per hour this pod costs (its GPUs' and CPU's share), accrued "
+                                        "over time")
+    price_input_per_mtok: float | None = Field(
+        default=None, ge=0, description="dollars per million prompt tokens (a hosted API's price)")
+    price_output_per_mtok: float | None = Field(
+        default=None, ge=0, description="dollars per million output tokens (a hosted API's price)")
+
     # --- optional protection --------------------------------------------------------
     auth_token_file: Path | None = Field(
         default=None, description="when set, requests need `Authorization: Bearer <token in file>`")

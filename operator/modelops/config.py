@@ -13,10 +13,20 @@ The GCS settings also answer to the Google client's own names (``STORAGE_EMULATO
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelops.domain.notifications import KINDS
+from modelops.domain.spec import RECEIVER_NAME_PATTERN
+
 INFERENCE_IMAGE = "ghcr.io/modelops-dev/modelops-inference:0.1.0"
+RECEIVER_NAME = re.compile(RECEIVER_NAME_PATTERN.strip("^$"))
 
 # Each GPU type maps to alternative label sets (ORed as nodeAffinity terms): GKE's
 # accelerator label, or the product label NVIDIA GPU feature discovery publishes.
@@ -33,8 +43,56 @@ DEFAULT_GPU_TYPES: dict[str, list[dict[str, str]]] = {
 }
 
 
+class Receiver(BaseModel):
+    """A notification receiver (``MODELOPS_NOTIFY_RECEIVERS``: name -> receiver). Its URL usually
+    carries a token, so it comes from a file (the chart mounts a Secret) and is a SecretStr: it is
+    never printed, logged or shown in an error. Files are read once, when the config is made."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              hide_input_in_errors=True)
+
+    type: Literal["webhook", "slack"] = Field(description="webhook: a CloudEvent (structured JSON); slack: an "
+                                                          "incoming webhook's {\"text\": ...}.")
+    url: SecretStr | None = Field(default=None, description="Where to POST (or url_file).")
+    url_file: Path | None = Field(default=None, description="A file holding the URL (a mounted Secret's key).")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra request headers.")
+    headers_file: Path | None = Field(default=None, description="A YAML/JSON file of more headers (e.g. "
+                                                                "Authorization), from a Secret.")
+    events: list[Literal[KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Only these kinds (started, step, paused, promoted, rolledback, "
+                                          "failed, degraded); empty: all.")
+
+    @model_validator(mode="after")
+    def _read_files(self) -> "Receiver":
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("a receiver needs exactly one of url and urlFile")
+        if self.url_file is not None:
+            self.url = SecretStr(_read(self.url_file, "urlFile").strip())
+        assert self.url is not None
+        if not self.url.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("a receiver's URL must start with http:// or https://")
+        if self.headers_file is not None:
+            more = yaml.safe_load(_read(self.headers_file, "headersFile")) or {}
+            if not isinstance(more, dict) or not all(isinstance(k, str) for k in more):
+                raise ValueError(f"headersFile {self.headers_file} must hold a mapping of header names to values")
+            self.headers = {**self.headers, **{k: SecretStr(str(v)) for k, v in more.items()}}
+        return self
+
+    def wants(self, kind: str) -> bool:
+        return not self.events or kind in self.events
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:  # the path is not secret; its content is, and is never shown
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}") from None
+
+
 class OperatorConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELOPS_", extra="ignore", populate_by_name=True)
+    # Errors never echo their input: a receiver's URL (and the Prometheus token) stay out of logs.
+    model_config = SettingsConfigDict(env_prefix="MODELOPS_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Default vLLM image.")
     ollama_image: str = Field(default="ollama/ollama:0.12.6", description="Default Ollama image.")
@@ -81,6 +139,27 @@ class OperatorConfig(BaseSettings):
     cache_sync_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long a reconcile waits for the watch to show the operator's own "
                                         "last writes before it reads the objects from the API instead.")
+    # Notifications: receivers are configured here, once; a ModelDeployment picks them by name
+    # (spec.rollout.notify). Delivery is in the background: a reconcile only enqueues.
+    notify_receivers: dict[str, Receiver] = Field(
+        default_factory=dict, description="Notification receivers by name (JSON; the chart: "
+                                          "notifications.receivers, URLs from a mounted Secret).")
+    notify_queue_size: int = Field(default=1000, ge=1, description="Notifications waiting per receiver; "
+                                                                  "beyond it new ones are dropped (and counted).")
+    notify_timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of one delivery attempt.")
+    notify_attempts: int = Field(default=5, ge=1, description="Delivery attempts per notification (the first "
+                                                              "and the retries).")
+    notify_backoff_seconds: float = Field(default=1.0, ge=0, description="Wait before the first retry; doubled "
+                                                                        "after each, up to notify_backoff_max_seconds.")
+    notify_backoff_max_seconds: float = Field(default=30.0, ge=0, description="Longest wait between attempts.")
+
+    @field_validator("notify_receivers")
+    @classmethod
+    def _receiver_names(cls, receivers: dict[str, Receiver]) -> dict[str, Receiver]:
+        bad = [n for n in receivers if len(n) > 63 or not RECEIVER_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"receiver names must be DNS labels (as spec.rollout.notify lists them): {bad}")
+        return receivers
 
     @model_validator(mode="after")
     def _leases_are_consistent(self) -> "OperatorConfig":

@@ -30,5 +30,13 @@ CACHE_AGE = Gauge("modelops_cache_age_seconds", "Seconds since the cache last re
                   ["kind"], registry=REGISTRY)
 CACHE_FALLBACK_READS = Counter("modelops_cache_fallback_reads_total", "Reconciles that read from the API because "
                                "the watch had not shown the operator's own last writes in time.", registry=REGISTRY)
+EVENTS_DROPPED = Counter("modelops_events_dropped_total", "Kubernetes Events dropped because too many were "
+                         "waiting to be posted.", registry=REGISTRY)
 LEADER = Gauge("modelops_leader", "1 while this replica holds the Lease (or runs without leader election).",
                registry=REGISTRY)
+NOTIFICATIONS = Counter("modelops_notifications_total", "Notifications by receiver and result: delivered; failed "
+                        "(every attempt failed, or the receiver refused it with a 4xx); dropped (the receiver's "
+                        "queue was full, or the operator stopped before it was sent).", ["receiver", "result"],
+                        registry=REGISTRY)
+NOTIFICATION_QUEUE = Gauge("modelops_notification_queue_depth", "Notifications waiting for delivery, by receiver.",
+                           ["receiver"], registry=REGISTRY)

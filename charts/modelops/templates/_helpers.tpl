@@ -123,3 +123,24 @@ Rules for namespaced resources: a ClusterRole in cluster-wide mode, a Role per w
 - --namespace={{ . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Notification receivers as the operator reads them (MODELOPS_NOTIFY_RECEIVERS): the URL and the
+secret headers are files of the mounted Secret, never values in the pod spec.
+*/}}
+{{- define "modelops.notifyDir" -}}
+/etc/modelops/notify
+{{- end }}
+
+{{- define "modelops.notifyReceivers" -}}
+{{- $dir := include "modelops.notifyDir" . }}
+{{- $out := dict }}
+{{- range $name, $r := .Values.notifications.receivers }}
+{{- $rec := dict "type" $r.type "urlFile" (printf "%s/%s" $dir $r.urlKey) }}
+{{- with $r.headers }}{{ $_ := set $rec "headers" . }}{{ end }}
+{{- with $r.headersKey }}{{ $_ := set $rec "headersFile" (printf "%s/%s" $dir .) }}{{ end }}
+{{- with $r.events }}{{ $_ := set $rec "events" . }}{{ end }}
+{{- $_ := set $out $name $rec }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}

@@ -21,6 +21,7 @@ from modelops.planning.analysis import golden_due, measurement_due
 from .cache import Cache, Expectation, Snapshot
 from .golden import Golden
 from .kube import ExecutionResult, Kube
+from .notify import Notifier
 from .prometheus import Prometheus
 from .registry import Registry
 
@@ -41,17 +42,27 @@ class CachedReconciler:
 
     def __init__(self, cache: Cache, kube: Kube, config: OperatorConfig, executor: concurrent.futures.Executor,
                  prometheus: Prometheus | None = None, registry: Registry | None = None,
-                 golden: Golden | None = None) -> None:
+                 golden: Golden | None = None, notifier: Notifier | None = None) -> None:
         self.cache, self.kube, self.config, self.executor = cache, kube, config, executor
         self.prometheus, self.registry, self.golden = prometheus, registry, golden
+        self.notifier = notifier
         self._failed: set[tuple[str, str]] = set()  # objects whose last reconcile raised
+        self._lagging: dict[tuple[str, str], list[Expectation]] = {}  # settle's verdict, for the call
+
+    async def settle(self, namespace: str, name: str) -> None:
+        """Wait until the cache shows this object's last writes (or the timeout passed). The workers
+        await this before they take a reconcile slot: waiting for a watch holds no slot."""
+        key = (namespace, name)
+        self._lagging[key] = await self.cache.wait_settled(key, self.config.cache_sync_timeout_seconds)
 
     async def __call__(self, namespace: str, name: str) -> Outcome:
         loop = asyncio.get_running_loop()
         key = (namespace, name)
         # Never plan from a cache older than our own last writes: a step would be repeated.
         timeout = self.config.cache_sync_timeout_seconds
-        missing = await self.cache.wait_settled(key, timeout)
+        missing = self._lagging.pop(key, None)
+        if missing is None:  # not settled beforehand
+            missing = await self.cache.wait_settled(key, timeout)
         if missing or key in self._failed:
             # The watch lags behind our own writes, or the last try failed (the cache may be what is
             # wrong, e.g. the object is gone with its namespace): read the truth instead.
@@ -69,7 +80,7 @@ class CachedReconciler:
         try:
             outcome = await loop.run_in_executor(self.executor, functools.partial(
                 reconcile_once, self.kube, self.config, snapshot, self.prometheus, self.registry, self.golden,
-                expect))
+                expect, self.notifier))
         except Exception:
             self._failed.add(key)
             raise
@@ -81,7 +92,8 @@ class CachedReconciler:
 
 def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None,
                    prometheus: Prometheus | None = None, registry: Registry | None = None,
-                   golden: Golden | None = None, expect: list[Expectation] | None = None) -> Outcome:
+                   golden: Golden | None = None, expect: list[Expectation] | None = None,
+                   notifier: Notifier | None = None) -> Outcome:
     """Plan from ``snapshot`` (the watch-fed cache's copy, or a fresh read; None: the object is
     gone) and execute the plan. Reads nothing from the Kubernetes API. The writes' expectations
     are appended to ``expect``, also when the reconcile fails half-way."""
@@ -117,6 +129,8 @@ def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None
     for event in plan.events:
         if event.reason == "RolledBack":
             metrics.ROLLBACKS.labels(namespace, name).inc()
+    if notifier is not None:  # only after the writes succeeded, so only the leader; enqueues only
+        notifier.notify(owner, plan)
     phase = (plan.status or owner.status).get("phase")
     if result.writes:
         done = [*plan.details,

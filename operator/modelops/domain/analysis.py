@@ -61,6 +61,9 @@ def assess(metric: Metric, m: Measurement) -> tuple[Verdict, str]:
     >>> from modelops.domain.spec import Metric
     >>> assess(Metric(name="e", template="errorRate", max=0.05), Measurement("e", "q", value=0.2, samples=100))
     (<Verdict.failed: 'Failed'>, 'e = 0.2 is above max 0.05')
+    >>> assess(Metric(name="s", template="satisfaction", minRatioToStable=0.9),
+    ...        Measurement("s", "q", value=0.6, stable_value=0.8))
+    (<Verdict.failed: 'Failed'>, "s = 0.6 is 0.75x the stable revision's 0.8, below minRatioToStable 0.9")
     """
     if m.error:
         return Verdict.error, f"{metric.name}: provider error: {m.error}"
@@ -82,6 +85,15 @@ def assess(metric: Metric, m: Measurement) -> tuple[Verdict, str]:
             return Verdict.failed, (f"{metric.name} = {_fmt(m.value)} is {m.value / m.stable_value:.2f}x the stable "
                                     f"revision's {_fmt(m.stable_value)}, above maxRatioToStable "
                                     f"{_fmt(metric.max_ratio_to_stable)}")
+    if metric.min_ratio_to_stable is not None:
+        # e.g. satisfaction: the challenger's share of positive ratings against the stable's.
+        if m.stable_value is None:
+            return Verdict.inconclusive, f"{metric.name}: no data for the stable revision to compare with"
+        if m.stable_value > 0 and m.value / m.stable_value < metric.min_ratio_to_stable:
+            return Verdict.failed, (f"{metric.name} = {_fmt(m.value)} is {m.value / m.stable_value:.2f}x the stable "
+                                    f"revision's {_fmt(m.stable_value)}, below minRatioToStable "
+                                    f"{_fmt(metric.min_ratio_to_stable)}")
+        # A stable value of 0 (or less) is nothing to fall below.
     return Verdict.successful, f"{metric.name} = {_fmt(m.value)}"
 
 

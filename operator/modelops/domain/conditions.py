@@ -36,6 +36,11 @@ class Reason:
     ROLLED_BACK = "RolledBack"
     # first visit
     RECONCILING = "Reconciling"
+    # Events only (besides NewRevision, Paused, RolledBack, ProgressDeadlineExceeded above)
+    PROMOTED = "Promoted"
+    STEP_REACHED = "StepReached"
+    DEGRADED_DURING_BAKE = "DegradedDuringBake"
+    UNKNOWN_RECEIVER = "UnknownReceiver"
 
 
 def get(conditions: list[Condition], type_: str) -> Condition | None:

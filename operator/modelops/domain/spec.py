@@ -32,6 +32,9 @@ GS_PATTERN = r"^gs://[a-z0-9][-a-z0-9_.]{1,221}[a-z0-9]/.*$"
 MAX_NAME_LENGTH = 52
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+# A notification receiver's name, as configured in the operator (a DNS label, e.g. ml-oncall).
+RECEIVER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ReceiverName = Annotated[str, StringConstraints(pattern=RECEIVER_NAME_PATTERN, max_length=63)]
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 
 
@@ -225,6 +228,9 @@ class MetricTemplate(str, Enum):
     error_rate = "errorRate"
     latency_p95 = "latencyP95"
     ttft_p95 = "ttftP95"
+    satisfaction = "satisfaction"
+    invalid_json_rate = "invalidJsonRate"
+    cost_per_million_tokens = "costPerMillionTokens"
 
 
 class Metric(_Model):
@@ -237,7 +243,11 @@ class Metric(_Model):
     min: float | None = Field(default=None, description="Fails when the value is below this.")
     max_ratio_to_stable: float | None = Field(default=None, gt=0,
                                               description="Fails when value / the stable revision's value is above this.")
-    min_samples: int = Field(default=0, ge=0, description="Fewer requests than this gives Inconclusive.")
+    min_ratio_to_stable: float | None = Field(default=None, gt=0,
+                                              description="Fails when value / the stable revision's value is below this.")
+    min_samples: int = Field(default=0, ge=0, description="Fewer samples in the window than this gives Inconclusive "
+                                                          "(requests; ratings for satisfaction; judged answers for "
+                                                          "invalidJsonRate).")
 
 
 class AnalysisSpec(_Model):
@@ -267,6 +277,13 @@ class RolloutSpec(_Model):
     progress_deadline: Duration = Field(default="15m",
                                         description="A new revision not ready in this time fails; stable is untouched.")
     analysis: AnalysisSpec | None = Field(default=None, description="Metric analysis and quality gates.")
+    notify: list[ReceiverName] = Field(
+        default_factory=list, max_length=16,
+        description="Receivers to notify of this rollout's events (started, step reached, paused, promoted, "
+                    "rolled back, failed, degraded during bake), by the names configured in the operator "
+                    "(chart value notifications.receivers). A name the operator does not know is reported in "
+                    "status.warnings; nothing else changes. Not part of the rollout's settings: changing it "
+                    "never restarts a rollout.")
 
 
 # --------------------------------------------------------------------------- spec
@@ -316,8 +333,8 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
     ],
     "spec.rollout.analysis.metrics[]": [
         cel("has(self.template) != has(self.query)", "a metric has exactly one of template or query"),
-        cel("has(self.max) || has(self.min) || has(self.maxRatioToStable)",
-            "a metric needs a threshold: max, min or maxRatioToStable"),
+        cel("has(self.max) || has(self.min) || has(self.maxRatioToStable) || has(self.minRatioToStable)",
+            "a metric needs a threshold: max, min, maxRatioToStable or minRatioToStable"),
     ],
     "spec.rollout.analysis.metrics": [
         cel("self.all(m, self.exists_one(n, n.name == m.name))", "metric names must be unique"),
@@ -445,6 +462,9 @@ class ModelDeploymentStatus(_Status):
     metadata: ResolvedMetadata | None = Field(default=None, description="The serving config a metadata prefix resolved to.")
     analysis: dict[str, Any] | None = Field(default=None, description="Last verdict per metric, with values.",
                                             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    warnings: list[str] | None = Field(default=None, description="What is wrong with the spec but stops nothing, "
+                                                               "with the field named (e.g. a receiver in "
+                                                               "spec.rollout.notify the operator does not know).")
 
 
 PRINTER_COLUMNS = [

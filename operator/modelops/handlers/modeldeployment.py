@@ -17,9 +17,11 @@ from prometheus_client import start_http_server
 from modelops import __version__, metrics
 from modelops.adapters.cache import KINDS, Cache, owner_key
 from modelops.adapters.controller import CachedReconciler
+from modelops.adapters.events import EventRecorder
 from modelops.adapters.golden import Golden
 from modelops.adapters.kube import Kube, TimeoutApiClient
 from modelops.adapters.leader import LeaderElector
+from modelops.adapters.notify import Notifier
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
 from modelops.config import OperatorConfig
@@ -53,14 +55,28 @@ def _api_client(cfg: OperatorConfig) -> client.ApiClient:
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_DEPLOYMENT: kopf.PRESENT}
 
 
-# kind -> (group, version, plural, label filter): what the planner reads.
-WATCHED: dict[str, tuple[str, str, str, dict[str, Any] | None]] = {
-    "ModelDeployment": (GROUP, VERSION, PLURAL, None),
-    "Deployment": ("apps", "v1", "deployments", OWNED),
-    "Service": ("", "v1", "services", OWNED),
-    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", OWNED),
-    "Pod": ("", "v1", "pods", OWNED),  # only the scheduler's verdict is kept
+# kind -> (group, version, plural, label filter, server-side field selector): what the planner reads.
+WATCHED: dict[str, tuple[str, str, str, dict[str, Any] | None, str | None]] = {
+    "ModelDeployment": (GROUP, VERSION, PLURAL, None, None),
+    "Deployment": ("apps", "v1", "deployments", OWNED, None),
+    "Service": ("", "v1", "services", OWNED, None),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", OWNED, None),
+    # Only the scheduler's verdict is kept, and only a pod not yet bound to a node can have one: the
+    # apiserver sends a bound pod's watch a DELETED and nothing more of it (no status updates).
+    "Pod": ("", "v1", "pods", OWNED, "spec.nodeName="),
 }
+# kopf's ``labels=`` filters on the client: without a server-side selector every Deployment,
+# Service and Pod of the watched namespaces would be sent to us (and remembered by kopf).
+OWNED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_DEPLOYMENT}"
+
+
+def watch_selectors(settings: kopf.OperatorSettings) -> None:
+    """Filter the watches of what we own on the server: our labels, and for Pods, unbound only."""
+    for group, version, plural, labels, fields in WATCHED.values():
+        if labels is not None:
+            settings.watching.label_selectors[group, version, plural] = OWNED_SELECTOR
+        if fields is not None:
+            settings.watching.field_selectors[group, version, plural] = fields
 
 
 def _feeder(kind: str) -> Any:
@@ -69,7 +85,7 @@ def _feeder(kind: str) -> Any:
     return feed
 
 
-for _kind, (_group, _version, _plural, _labels) in WATCHED.items():
+for _kind, (_group, _version, _plural, _labels, _) in WATCHED.items():
     # Explicit ids: kopf names handlers after the function, and these are made in a loop.
     kopf.index(_group, _version, _plural, labels=_labels, id=f"cache-{_plural}")(_feeder(_kind))
 
@@ -85,6 +101,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    watch_selectors(settings)
     memo.config = cfg
     memo.cache = Cache()
     api = _api_client(cfg)
@@ -96,6 +113,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                      retry_period=cfg.retry_period_seconds, on_change=lambda on: _lead(memo, on))
     memo.kube = Kube(api, field_manager=cfg.field_manager,
                      may_write=memo.elector.check if memo.elector else None)
+    memo.events = EventRecorder(memo.kube.event)  # a reconcile never waits for an Event to be posted
+    memo.kube.record = memo.events.record
     token = cfg.prometheus_token.get_secret_value() if cfg.prometheus_token else None
     memo.prometheus = Prometheus(bearer_token=token)
     memo.registry = Registry(poll_seconds=cfg.metadata_poll_seconds, emulator_host=cfg.storage_emulator_host,
@@ -104,9 +123,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # The reconciles' own threads: as many as may run at once, so a hung call never starves the others.
     memo.executor = concurrent.futures.ThreadPoolExecutor(cfg.max_concurrent_reconciles,
                                                           thread_name_prefix="reconcile")
+    memo.notifier = Notifier.from_config(cfg)  # receivers' threads; a reconcile only enqueues
     reconciler = CachedReconciler(memo.cache, memo.kube, cfg, memo.executor, memo.prometheus, memo.registry,
-                                  memo.golden)
-    memo.workers = Workers(reconciler, concurrency=cfg.max_concurrent_reconciles)
+                                  memo.golden, notifier=memo.notifier)
+    memo.workers = Workers(reconciler, concurrency=cfg.max_concurrent_reconciles, settle=reconciler.settle)
     memo.leadership = None
     if memo.elector:
         memo.workers.set_active(False)
@@ -140,11 +160,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.leadership is not None:
         memo.leadership.cancel()
     await memo.workers.stop()
+    await asyncio.to_thread(memo.events.close)  # while this replica may still write them
     if memo.elector is not None:
         memo.elector.release()  # bounded by the Lease requests' timeout
     memo.executor.shutdown(wait=False, cancel_futures=True)
     memo.kube.api.close()
     memo.prometheus.close()
+    await asyncio.to_thread(memo.notifier.close)  # what is queued gets one last try, for a few seconds
 
 
 # ---------------------------------------------------------------------- triggers
@@ -168,6 +190,6 @@ def _owned_event(kind: str) -> Any:
     return on_event
 
 
-for _kind, (_group, _version, _plural, _labels) in WATCHED.items():
+for _kind, (_group, _version, _plural, _labels, _) in WATCHED.items():
     if _kind != "ModelDeployment":
         kopf.on.event(_group, _version, _plural, labels=_labels, id=f"{_plural}-event")(_owned_event(_kind))

@@ -6,10 +6,17 @@ include the namespace, so both are needed):
 
 - ``errorRate``: share of 5xx responses;
 - ``latencyP95``: 95th percentile of request duration (seconds);
-- ``ttftP95``: 95th percentile of time to first token (seconds).
+- ``ttftP95``: 95th percentile of time to first token (seconds);
+- ``satisfaction``: share of users' ratings (``POST /v1/feedback``) that are positive;
+- ``invalidJsonRate``: share of answers asked to be JSON that are not valid JSON or do not
+  satisfy their schema (answers too large to judge are left out);
+- ``costPerMillionTokens``: dollars the revision cost in the window (its price per hour, or
+  its hosted price per token) per million output tokens it generated; no tokens gives no data.
 
 Custom queries may use ``{{revision}}``, ``{{stable}}``, ``{{namespace}}``, ``{{name}}``
-and ``{{window}}``. ``minSamples`` counts requests to the revision in the window.
+and ``{{window}}``. ``minSamples`` counts requests to the revision in the window, or what
+the template's value is made of: ratings for ``satisfaction``, judged answers for
+``invalidJsonRate``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,12 @@ from modelops.domain.spec import Metric, ModelDeploymentSpec, ModelDeploymentSta
 from modelops.domain.timestamps import parse
 
 REQUESTS = "modelops_gateway_requests_total"
+FEEDBACK = "modelops_gateway_feedback_total"
+STRUCTURED = "modelops_gateway_structured_output_total"
+COST = "modelops_gateway_cost_dollars_total"
+OUTPUT_TOKENS = "modelops_gateway_output_tokens_total"
+_REV = 'namespace="{{namespace}}",revision="{{revision}}"'
+_JUDGED = f'{_REV},result!="too_large"'
 TEMPLATES = {
     # "or vector(0)": no 5xx series at all means a rate of 0, not "no data".
     "errorRate": (f'(sum(rate({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}",code=~"5.."}}[{{{{window}}}}])) or vector(0)) / '
@@ -30,8 +43,21 @@ TEMPLATES = {
                    '{namespace="{{namespace}}",revision="{{revision}}"}[{{window}}])))'),
     "ttftP95": ('histogram_quantile(0.95, sum by (le) (rate(modelops_gateway_time_to_first_token_seconds_bucket'
                 '{namespace="{{namespace}}",revision="{{revision}}"}[{{window}}])))'),
+    # Ratings are sparse: no rating in the window is no data (0/0), never a share of 0.
+    "satisfaction": (f'(sum(rate({FEEDBACK}{{{_REV},rating="positive"}}[{{{{window}}}}])) or vector(0)) / '
+                     f'sum(rate({FEEDBACK}{{{_REV}}}[{{{{window}}}}]))'),
+    "invalidJsonRate": (f'(sum(rate({STRUCTURED}{{{_REV},result=~"invalid_json|schema_mismatch"}}[{{{{window}}}}])) '
+                        f'or vector(0)) / sum(rate({STRUCTURED}{{{_JUDGED}}}[{{{{window}}}}]))'),
+    # "> 0": a window without tokens gives no data rather than +Inf (an idle GPU still costs).
+    "costPerMillionTokens": (f'sum(increase({COST}{{{_REV}}}[{{{{window}}}}])) / '
+                             f'(sum(increase({OUTPUT_TOKENS}{{{_REV}}}[{{{{window}}}}])) > 0) * 1e6'),
 }
 SAMPLES = f'sum(increase({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
+# What minSamples counts for the templates whose value is not made of requests.
+TEMPLATE_SAMPLES = {
+    "satisfaction": f'sum(increase({FEEDBACK}{{{_REV}}}[{{{{window}}}}]))',
+    "invalidJsonRate": f'sum(increase({STRUCTURED}{{{_JUDGED}}}[{{{{window}}}}]))',
+}
 
 
 @dataclass(frozen=True)
@@ -66,16 +92,17 @@ def render(template: str, *, revision: str, stable: str | None, namespace: str, 
 
 def queries_for(metric: Metric, revision: str, stable: str | None, namespace: str, name: str,
                 window: str, compare: bool = False) -> Query:
-    """The queries of one metric; the stable revision's value too for ``maxRatioToStable`` and, with
-    ``compare`` (A/B tests: per-variant values in status), for every metric."""
+    """The queries of one metric; the stable revision's value too for ``maxRatioToStable`` and
+    ``minRatioToStable`` and, with ``compare`` (A/B tests: per-variant values in status), for every metric."""
     template = TEMPLATES[metric.template] if metric.template else (metric.query or "")
+    samples = TEMPLATE_SAMPLES.get(metric.template or "", SAMPLES)
+    relative = metric.max_ratio_to_stable is not None or metric.min_ratio_to_stable is not None
     kw = {"stable": stable, "namespace": namespace, "name": name, "window": window}
     return Query(
         metric=metric.name,
         value=render(template, revision=revision, **kw),
-        stable=render(template, revision=stable, **kw)
-        if (metric.max_ratio_to_stable is not None or compare) and stable else None,
-        samples=render(SAMPLES, revision=revision, **kw) if metric.min_samples else None,
+        stable=render(template, revision=stable, **kw) if (relative or compare) and stable else None,
+        samples=render(samples, revision=revision, **kw) if metric.min_samples else None,
     )
 
 

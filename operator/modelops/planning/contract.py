@@ -7,6 +7,10 @@ of the cluster (tests/unit/operator/sim.py) performs the same list, so it can cr
 single write exactly where the operator could.
 
 Order, for crash safety (each prefix of the list leaves a state the next pass can continue from):
+-1. for a ModelDeployment that owns nothing yet (no Deployment, no Service: nothing serves, nothing
+   to protect), its first Deployment: pods start scheduling one round trip (the status write)
+   sooner, which counts when many objects are applied at once; a crash right after it leaves a
+   Deployment of the desired revision, which the next pass adopts as it adopts any observed one;
 0. a Service or HTTPRoute that now sends users to a revision with no ready pod, and that the plan
    points only at ready pods (e.g. the stable was scaled to zero by hand mid-rollout): first, since
    it can only end an outage, and the next pass derives the same traffic again;
@@ -56,6 +60,7 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    revision: str = ""  # the revision it is about, where there is one (a notification's subject)
 
 
 @dataclass
@@ -127,11 +132,13 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     """
     out: list[Write] = []
     current = observed_hashes(observed)
-    rescues = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
-               and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
-                   ANNOTATION_APPLIED]]
-    rescues.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
-    out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in rescues)
+    first = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
+             and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
+                 ANNOTATION_APPLIED]]
+    first.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
+    if not observed.revisions and not observed.services:  # a new ModelDeployment: its pods first (-1)
+        first += [obj for obj in plan.apply if obj["kind"] == "Deployment"]
+    out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in first)
     if plan.clear_annotations:
         out.append(Write("annotations"))
     if plan.status is not None:
@@ -139,7 +146,7 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     replicas = {name: r.replicas for name, r in observed.revisions.items()}
     for obj in plan.apply:
         key = (obj["kind"], obj["metadata"]["name"])
-        if obj in rescues:
+        if obj in first:
             continue
         if current.get(key) != obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
             out.append(Write("apply", key[1], obj=obj))

@@ -125,8 +125,8 @@ class _Notes:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     requeue: float | None = None
 
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
+    def event(self, type_: str, reason: str, message: str, revision: str = "") -> None:
+        self.events.append(Event(type_, reason, message, revision))
 
     def record(self, name: str, **updates: Any) -> None:
         self.records.setdefault(name, {}).update(updates)
@@ -202,7 +202,12 @@ def _rollback_after_promotion(inp: Inputs, failed: str, previous: str, why: str,
                               analysis: dict[str, MetricState], notes: _Notes) -> Decision:
     """Degradation during the bake: traffic back to the previous revision, kept warm at full size."""
     text = f"rolled back from {failed} to {previous}: {message}"
-    notes.event("Warning", Reason.ROLLED_BACK, text + "; change the spec to try again")
+    # Its metrics got worse after promotion (not: the provider was unreachable, or a person aborted):
+    # what a retraining pipeline listens for.
+    if why == f"Analysis{RunVerdict.failed.value}":
+        notes.event("Warning", Reason.DEGRADED_DURING_BAKE, f"revision {failed} degraded during bakeTime: {message}",
+                    failed)
+    notes.event("Warning", Reason.ROLLED_BACK, text + "; change the spec to try again", failed)
     notes.record(failed, outcome="RolledBack", reason=why, message=text, generation=inp.generation)
     notes.record(previous, outcome="Serving", reason="RolledBackTo")
     return Decision(Situation.ROLLED_BACK, Reason.ROLLED_BACK, text + "; change the spec to try again", previous,
@@ -236,7 +241,7 @@ def _first(inp: Inputs, notes: _Notes) -> Decision:
     state = inp.state(inp.target)
     gate = _gate_open(inp, ro)
     if state.is_available(inp.replicas) and gate:
-        notes.event("Normal", "Promoted", f"revision {inp.target} now serves {inp.spec.model.name}")
+        notes.event("Normal", Reason.PROMOTED, f"revision {inp.target} now serves {inp.spec.model.name}", inp.target)
         return _serve(inp, IDLE, {}, notes)
     ro, failed = _wait_for_pods(inp, ro, inp.replicas, notes)
     if failed:
@@ -344,6 +349,7 @@ def _progress(inp: Inputs, p: _Progress, run: RunAssessment, analysis: dict[str,
 def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[str, MetricState],
             notes: _Notes) -> _Progress:
     steps = inp.spec.rollout.canary.steps if inp.spec.rollout.canary else []
+    started_at = ro.step
     for _ in range(len(steps) + 1):
         if ro.paused or ro.promoting:
             break
@@ -367,6 +373,9 @@ def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[st
             duration = step.pause.duration if step.pause else None
             if not skip:
                 if duration is None:
+                    if ro.step > started_at:  # said before the pause it leads to
+                        _step_reached(inp, ro, steps, notes)
+                        started_at = ro.step
                     ro = _pause(ro, inp, notes, "PauseStep", f"step {i + 1} waits for modelops.dev/promote")
                     break
                 left = seconds(duration) - _elapsed(ro, inp)
@@ -383,11 +392,24 @@ def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[st
                 if not ok:
                     break
             ro = _advance(ro, inp)
+    if ro.step > started_at:
+        _step_reached(inp, ro, steps, notes)
     pods = _canary_pods(inp, ro.weight)
     if not ro.promoting and ro.step < len(steps) and stepmath.step_kind(steps[ro.step]) == "setWeight":
         pods = max(pods, _canary_pods(inp, steps[ro.step].set_weight or 0))  # the next share's pods come up first
     where = f"step {min(ro.step + 1, len(steps))}/{len(steps)}" if steps else "waiting for the new revision"
     return _Progress(ro, pods, _split(inp, ro), where, step=ro.step)
+
+
+def _step_reached(inp: Inputs, ro: RolloutState, steps: list[Any], notes: _Notes) -> None:
+    """One event per pass that moved the canary on, naming the last step completed and the one the
+    rollout is now at (a pass may complete several: a timed pause that was over, then a setWeight
+    whose pods were ready)."""
+    done, n = ro.step, len(steps)
+    text = f"step {done}/{n} ({stepmath.describe(steps[done - 1])}) completed: {ro.weight}% to {inp.target}"
+    text += f"; now at step {done + 1}/{n} ({stepmath.describe(steps[done])})" if done < n else \
+        "; every step completed"
+    notes.event("Normal", Reason.STEP_REACHED, text, inp.target)
 
 
 def _split(inp: Inputs, ro: RolloutState) -> Traffic:
@@ -545,7 +567,7 @@ def _attempt(inp: Inputs, notes: _Notes) -> tuple[RolloutState, dict[str, Metric
     strategy = inp.spec.rollout.strategy
     notes.event("Normal", Reason.NEW_REVISION,
                 f"rolling out revision {inp.target} ({inp.spec.model.name} on {inp.spec.engine.type})"
-                + (f" with {strategy}" if inp.stable else ""))
+                + (f" with {strategy}" if inp.stable else ""), inp.target)
     notes.record(inp.target, outcome="Progressing", reason=Reason.REVISION_PROGRESSING, message="",
                  started=iso(inp.now), generation=inp.generation, served=False)
     now = iso(inp.now)
@@ -600,7 +622,8 @@ def _elapsed(ro: RolloutState, inp: Inputs) -> float:
 def _pause(ro: RolloutState, inp: Inputs, notes: _Notes, reason: str, message: str = "") -> RolloutState:
     if ro.paused:
         return ro
-    notes.event("Normal", "Paused", f"rollout of {ro.revision} paused ({reason}){': ' + message if message else ''}")
+    notes.event("Normal", Reason.PAUSED,
+                f"rollout of {ro.revision} paused ({reason}){': ' + message if message else ''}", ro.revision)
     return _set(ro, paused=True, pause_reason=reason, paused_at=iso(inp.now))
 
 
@@ -628,7 +651,8 @@ def _promote(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState], no
         scale_down_at=iso(now + dt.timedelta(seconds=delay)) if delay else None,
         baseline={k: s.stable_value for k, s in analysis.items() if s.stable_value is not None},
         last_measured_at=ro.last_measured_at, golden_prompts=ro.golden_prompts)
-    notes.event("Normal", "Promoted", f"revision {inp.target} now serves {inp.spec.model.name} ({ro.promote_reason})")
+    notes.event("Normal", Reason.PROMOTED,
+                f"revision {inp.target} now serves {inp.spec.model.name} ({ro.promote_reason})", inp.target)
     if previous:
         notes.record(previous, outcome="Superseded", reason="Replaced", message=f"replaced by {inp.target}")
     notes.record(inp.target, outcome="Serving", reason="Promoted", served=True)
@@ -640,7 +664,7 @@ def _abort(inp: Inputs, ro: RolloutState, notes: _Notes, why: str, message: str,
     """Traffic back to the stable revision at once (it kept its full size); the new revision
     scales to zero (once traffic has left it, see render) and is pinned for this generation."""
     text = f"rollout of {inp.target} aborted: {message}; change the spec to try again"
-    notes.event("Warning", Reason.ROLLED_BACK, text)
+    notes.event("Warning", Reason.ROLLED_BACK, text, inp.target)
     served = _served(inp, ro)
     notes.record(inp.target, outcome="RolledBack", reason=why, message=text.removesuffix(
         "; change the spec to try again"), generation=inp.generation, served=served)
@@ -654,7 +678,7 @@ def _abort(inp: Inputs, ro: RolloutState, notes: _Notes, why: str, message: str,
 
 def _fail(inp: Inputs, notes: _Notes) -> Decision:
     text = f"revision {inp.target} was not available within progressDeadline {inp.spec.rollout.progress_deadline}"
-    notes.event("Warning", Reason.PROGRESS_DEADLINE_EXCEEDED, text)
+    notes.event("Warning", Reason.PROGRESS_DEADLINE_EXCEEDED, text, inp.target)
     notes.record(inp.target, outcome="Failed", reason=Reason.PROGRESS_DEADLINE_EXCEEDED, message=text,
                  generation=inp.generation)
     rec = RevisionRecord(name=inp.target, outcome="Failed", reason=Reason.PROGRESS_DEADLINE_EXCEEDED, message=text,

@@ -57,6 +57,7 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     except PlanError as exc:
         return _invalid(owner, st, out, exc.field, exc.message)
 
+    _notify_warnings(st, out, spec, config)
     ro = old.rollout or IDLE
     key = rollout_hash(spec)
     same_attempt = ro.revision == target and ro.rollout_hash == key
@@ -91,7 +92,9 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
 
 def rollout_hash(spec: ModelDeploymentSpec) -> str:
     """The settings a rollout is judged against: changing them starts the attempt afresh."""
-    doc = {"rollout": spec.rollout.model_dump(mode="json"), "router": spec.traffic.router}
+    # Who is notified is not how the rollout is judged: editing spec.rollout.notify restarts nothing
+    # (and objects written before the field existed keep their hash).
+    doc = {"rollout": spec.rollout.model_dump(mode="json", exclude={"notify"}), "router": spec.traffic.router}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -113,6 +116,17 @@ def _resolved_metadata(st: StatusBuilder, out: Plan, spec: ModelDeploymentSpec,
             st.new.metadata = fresh.model_copy(update={"resolved_at": st.now})
         known = st.new.metadata
     return (known.uri, known.generation) if known else None
+
+
+def _notify_warnings(st: StatusBuilder, out: Plan, spec: ModelDeploymentSpec, config: OperatorConfig) -> None:
+    """Receivers named in the spec that the operator has not configured: said in status.warnings
+    (and once in a Warning Event, when the warning appears); the rollout goes on regardless."""
+    warnings = [f'spec.rollout.notify[{i}]: no receiver "{name}" is configured in the operator'
+                for i, name in enumerate(spec.rollout.notify) if name not in config.notify_receivers]
+    for text in warnings:
+        if text not in (st.old.warnings or []):
+            out.events.append(Event("Warning", Reason.UNKNOWN_RECEIVER, text))
+    st.new.warnings = warnings or None
 
 
 def _invalid(owner: Owner, st: StatusBuilder, out: Plan, field_path: str, message: str) -> Plan:

@@ -15,6 +15,10 @@ MODULES = [
     "modelops_inference.metadata",
     "modelops_inference.storage_init.download",
     "modelops_inference.split",
+    "modelops_inference.responseid",
+    "modelops_inference.feedback",
+    "modelops_inference.structured",
+    "modelops_inference.cost",
 ]
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[3] / "inference-image" / "modelops_inference"
-PURE = ["defaults.py", "accounting.py", "protocol.py", "security.py"]
+PURE = ["defaults.py", "accounting.py", "protocol.py", "security.py", "responseid.py", "feedback.py",
+        "structured.py", "cost.py"]
 IO = {"aiohttp", "httpx", "google", "starlette", "fastapi", "uvicorn", "prometheus_client", "requests", "socket"}
 
 

@@ -28,6 +28,11 @@ VALUES = {  # the values files the golden tests render, by name
            "grafana": {"dashboard": {"enabled": True}}},
     # One replica without leader election: the Recreate strategy, no Lease and no Lease Role.
     "single": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    # Notification receivers, their URLs and secret headers from an existing Secret, mounted.
+    "notifications": {"notifications": {"existingSecret": "modelops-notify", "receivers": {
+        "ml-oncall": {"type": "slack", "urlKey": "ml-oncall"},
+        "retrain": {"type": "webhook", "urlKey": "retrain-url", "headersKey": "retrain-headers",
+                    "headers": {"X-Source": "modelops"}, "events": ["degraded", "rolledback"]}}}},
 }
 
 

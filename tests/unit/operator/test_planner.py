@@ -66,6 +66,19 @@ def test_first_visit_creates_the_revision_and_service_and_sets_every_condition()
     assert [e.reason for e in p.events] == ["NewRevision"]
 
 
+def test_a_new_modeldeployment_writes_its_deployment_before_anything_else() -> None:
+    """Nothing serves yet, so nothing needs the status recorded first: the pods start a round trip
+    sooner (a burst of new objects gets its Deployments first). Later passes keep status first."""
+    r1 = rev_of(SPEC)
+    first = writes(run(owner(SPEC), Observed()), Observed())
+    assert [(w.kind, w.obj["kind"] if w.obj else "") for w in first][:2] == [("apply", "Deployment"), ("status", "")]
+    assert first[0].name == r1
+    o, _ = settle(owner(SPEC), Observed())
+    changed = writes(run(reconcile.Owner("chat", "ml", "uid-1", 2, V2, o.status, {}),
+                         Observed(revisions={r1: ready(r1)})), Observed(revisions={r1: ready(r1)}))
+    assert changed[0].kind == "status"
+
+
 def test_first_revision_available_becomes_stable_andhealthy() -> None:
     r1 = rev_of(SPEC)
     o, _ = settle(owner(SPEC), Observed())
