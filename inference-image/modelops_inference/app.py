@@ -95,7 +95,8 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
                                 _bearer(settings.fallback_api_key_file))
         app.state.gateway = GatewayService(
             settings=settings, session=session, metrics=metrics, config=holder, monitor=monitor,
-            engine=Upstream("engine", settings.engine_url, settings.upstream_model, engine_headers),
+            engine=Upstream("engine", settings.engine_url, settings.upstream_model, engine_headers,
+                            api_base=settings.engine == "hosted"),
             fallback=fallback,
             token=TokenFile(settings.auth_token_file) if settings.auth_token_file else None,
             limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None,
@@ -110,6 +111,7 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
             yield
         finally:
             await monitor.stop()
+            await app.state.gateway.mirror.aclose()
             await session.close()
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,12 @@ Requests themselves always go to the engine's OpenAI-compatible endpoints
   returns when it is loaded (Ollama's documented preload).
 - openai: any OpenAI-compatible server (llama.cpp, a hosted API): ``GET /v1/models``
   answers; warm-up is a one-token chat completion.
+- hosted: an OpenAI-compatible API outside the pod, at an OpenAI SDK's base URL (the paths
+  have no ``/v1``), with the gateway's API key. ``GET <base>/models`` answering anything but
+  401/403 and 5xx means reachable (some APIs list no models); 401/403 means the key is refused
+  (unready: a revision with a bad key never gets traffic); warm-up is a one-token chat
+  completion with the provider's model name, which checks key and model together. Reasons
+  never repeat the API's answer to a refused key (providers echo part of it).
 """
 
 from __future__ import annotations
@@ -134,6 +140,33 @@ class OllamaEngine(_Base):
         return await self._post(session, "/api/generate", {"model": self.model, "keep_alive": -1})
 
 
+class HostedEngine(_Base):
+    kind = "hosted"
+
+    async def _probe(self, session: aiohttp.ClientSession) -> Probe:
+        status, _ = await self._get_json(session, "/models")
+        if status in (401, 403):
+            return Probe(False, f"the API refused the gateway's API key: GET /models answered {status}")
+        if status >= 500:
+            return Probe(False, f"GET /models answered {status}")
+        return Probe(True, "answering")
+
+    async def warmup(self, session: aiohttp.ClientSession) -> Probe:
+        payload = {"model": self.model, "max_tokens": 1, "stream": False,
+                   "messages": [{"role": "user", "content": self.warmup_prompt}]}
+        try:
+            async with session.post(self.base_url + "/chat/completions", json=payload, headers=self.headers,
+                                    timeout=self.warmup_timeout) as resp:
+                body = await resp.read()
+                if resp.status in (401, 403):
+                    return Probe(False, f"warm-up: the API refused the gateway's API key ({resp.status})")
+                if resp.status >= 300:
+                    return Probe(False, f"warm-up /chat/completions answered {resp.status}: {body[:200]!r}")
+                return Probe(True, "warmed up")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Probe(False, f"warm-up /chat/completions failed: {type(exc).__name__}: {exc}")
+
+
 def make_engine(kind: str, base_url: str, model: str, **kwargs: Any) -> _Base:
-    cls = {"vllm": VLLMEngine, "ollama": OllamaEngine, "openai": OpenAIEngine}[kind]
+    cls = {"vllm": VLLMEngine, "ollama": OllamaEngine, "openai": OpenAIEngine, "hosted": HostedEngine}[kind]
     return cls(base_url, model, **kwargs)

@@ -111,6 +111,13 @@ class GatewayMetrics:
                                     "to an A/B challenger, by the challenger's status code; the challenger's own "
                                     "gateway records them in its metrics", [*base, "route", "challenger", "code"],
                                     registry=r)
+        self.mirrored_requests = Counter(f"{PREFIX}_mirrored", "Copies of requests this (stable) revision's gateway "
+                                         "sent to a shadow revision (a mirror step; answers discarded), by result: "
+                                         "sent, failed (5xx or connection), timeout, skipped (bounds reached)",
+                                         [*base, "route", "shadow", "result"], registry=r)
+        self.shadow_requests = Counter(f"{PREFIX}_shadow_requests", "Requests this revision served as a shadow "
+                                       "(copies from the stable revision's gateway; also in requests_total)",
+                                       [*base, "route"], registry=r)
         self.engine_ready = Gauge(f"{PREFIX}_engine_ready", "1 when the engine has the model loaded and warmed up",
                                   [*base, "engine"], registry=r)
         self.metadata_info = Gauge(f"{PREFIX}_metadata_info", "The serving config in use (value 1)",
@@ -186,6 +193,14 @@ class GatewayMetrics:
         """A request served by the A/B challenger (counted there, so not in this revision's series)."""
         self._inflight.dec()
         self._child(self.ab_forwarded, route, challenger, str(code)).inc()
+
+    def mirrored(self, route: str, shadow: str, result: str) -> None:
+        """A copy of a request sent to (or skipped for) the shadow revision (mirror.py)."""
+        self._child(self.mirrored_requests, route, shadow, result).inc()
+
+    def shadow_request(self, route: str) -> None:
+        """This revision serves a shadow copy (counted as any request too)."""
+        self._child(self.shadow_requests, route).inc()
 
     def request_rejected(self, route: str, code: int, duration: float) -> None:
         """Refused before reaching the engine (bad input, auth, rate limit): counted, not in flight."""

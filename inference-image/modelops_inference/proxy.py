@@ -31,15 +31,38 @@ PASS_HEADERS = frozenset({"content-type", "cache-control", "x-request-id", "open
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
+# Statuses with which an upstream refuses the credentials the gateway sent: not the client's fault.
+AUTH_STATUSES = frozenset({401, 403})
+
+
 @dataclass(frozen=True)
 class Upstream:
     name: str  # "engine" | "fallback" | "challenger" (A/B forwarding, see split.py)
     base_url: str
     model: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may carry an API key: never shown
     body: Mapping[str, Any] | None = None  # sent verbatim instead of the request's body (A/B forwarding)
     retries: int | None = None  # instead of the policy's (0 for the A/B challenger: serve locally at once)
     revision: str | None = None  # the revision answering, when it is not this gateway's (A/B challenger)
+    # base_url is an OpenAI SDK's base_url (a hosted API: https://api.openai.com/v1, .../v1beta/openai):
+    # the routes' /v1/... paths go to it without their /v1
+    api_base: bool = False
+
+    def url(self, path: str) -> str:
+        """
+        >>> Upstream("engine", "http://127.0.0.1:8000", "m").url("/v1/chat/completions")
+        'http://127.0.0.1:8000/v1/chat/completions'
+        >>> Upstream("engine", "https://x.example/v1beta/openai", "m", api_base=True).url("/v1/chat/completions")
+        'https://x.example/v1beta/openai/chat/completions'
+        """
+        if self.api_base and path.startswith("/v1/"):
+            path = path[3:]
+        return self.base_url + path
+
+    @property
+    def credentialed(self) -> bool:
+        """The gateway sends this upstream its own key (a hosted API, the fallback): a refusal is ours."""
+        return any(k.lower() == "authorization" for k in self.headers) and self.name != "challenger"
 
 
 @dataclass(frozen=True)
@@ -140,8 +163,8 @@ async def _open(session: aiohttp.ClientSession, upstreams: Sequence[Upstream], p
                 return await _attempt(session, upstream, path, payload, headers, timeout, on_error)
             except UpstreamFailure as failure:
                 last = failure
-                if failure.kind == "timeout":
-                    break  # waiting again would double a long wait: try the next upstream, if any
+                if failure.kind in ("timeout", "auth"):
+                    break  # waiting again would double a long wait, or be refused again: the next upstream
         if is_last and last is not None:
             raise last
     raise last or UpstreamFailure("connect", 503, "no upstream configured")
@@ -150,7 +173,7 @@ async def _open(session: aiohttp.ClientSession, upstreams: Sequence[Upstream], p
 async def _attempt(session: aiohttp.ClientSession, upstream: Upstream, path: str, payload: bytes,
                    headers: dict[str, str], timeout: aiohttp.ClientTimeout, on_error: OnError
                    ) -> tuple[aiohttp.ClientResponse, Head]:
-    url = upstream.base_url + path
+    url = upstream.url(path)
     try:
         resp = await session.post(url, data=payload, headers=headers, timeout=timeout)
     except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
@@ -165,6 +188,12 @@ async def _attempt(session: aiohttp.ClientSession, upstream: Upstream, path: str
         raise UpstreamFailure("connect", 503, f"the engine closed the connection: {_why(exc)}",
                               upstream.name) from exc
     try:
+        if resp.status in AUTH_STATUSES and upstream.credentialed:
+            # The API refused the gateway's key: a 401 passed on would tell the client its own token
+            # is wrong. The answer's body is not repeated anywhere (providers echo part of the key).
+            on_error("auth", upstream, f"{resp.status}: the API refused the gateway's API key")
+            raise UpstreamFailure("auth", 502, f"the {upstream.name}'s API refused the gateway's API key "
+                                               f"({resp.status}); the operator must fix the key", upstream.name)
         if resp.status in RETRY_STATUSES:
             text = (await resp.read())[:300].decode("utf-8", "replace")
             on_error("status_5xx", upstream, f"{resp.status}: {text}")

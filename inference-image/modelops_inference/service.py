@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from pydantic import BaseModel
@@ -31,7 +31,8 @@ from .relay import CLIENT_CLOSED, RelayResponse, failure_type
 from .responseid import ResponseIds, claimed_revision, claims_revision
 from .security import RateLimiter, TokenFile, client_address
 from .settings import GatewaySettings
-from .split import FORWARDED_HEADER, Split, SplitFile
+from .mirror import Mirror
+from .split import FORWARDED_HEADER, SHADOW_HEADER, Split, SplitFile
 from .structured import Expectation, canonical, expectation, judge_value
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class GatewayService:
 
     def __post_init__(self) -> None:
         self.rated = SeenIds()  # response ids already rated on this pod (bounded: feedback.py)
+        self.mirror = Mirror(self.metrics, max_inflight=self.settings.mirror_max_inflight,
+                             max_bytes=self.settings.mirror_max_inflight_bytes, timeout=self.settings.mirror_timeout,
+                             connect_timeout=self.settings.connect_timeout,
+                             target=self.split.current_mirror if self.split else lambda: None)
         s = self.settings
         self.policy = RetryPolicy(retries=s.retries, backoff=s.retry_backoff)
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout,
@@ -93,6 +98,10 @@ class GatewayService:
                                    headers={"retry-after": str(wait)})
 
     async def read_json(self, request: Request) -> dict[str, Any]:
+        return (await self.read_raw_json(request))[1]
+
+    async def read_raw_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
+        """The body as read (kept for a shadow copy) and parsed."""
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         too_big = RequestError(413, f"request body larger than {limit} bytes", code="request_too_large")
@@ -105,7 +114,8 @@ class GatewayService:
             if size > limit:
                 raise too_big
             parts.append(chunk)
-        return parse_json_object(b"".join(parts))
+        raw = b"".join(parts)
+        return raw, parse_json_object(raw)
 
     def check_model(self, body: dict[str, Any]) -> None:
         name = body.get("model")
@@ -124,7 +134,7 @@ class GatewayService:
 
     def current_split(self, request: Request) -> Split | None:
         """The split this (stable) revision applies to the request; none for one already forwarded."""
-        if self.split is None or FORWARDED_HEADER in request.headers:
+        if self.split is None or FORWARDED_HEADER in request.headers or SHADOW_HEADER in request.headers:
             return None
         return self.split.current()
 
@@ -152,6 +162,30 @@ class GatewayService:
         return Upstream("challenger", split.url, self.settings.model, headers, body=body, retries=0,
                         revision=split.challenger)
 
+    def shadow(self, request: Request, route: str, path: str, body: bytes) -> Callable[[], None] | None:
+        """A mirror step: the copy of this request to the shadow revision, if drawn (mirror.py), as a
+        function that starts it and returns at once; whatever becomes of the copy, the user's request
+        does not wait for it or see it."""
+        if SHADOW_HEADER in request.headers:
+            self.metrics.shadow_request(route)  # this revision is the shadow
+            return None
+        if self.split is None or FORWARDED_HEADER in request.headers:
+            return None
+        target = self.split.current_mirror()
+        if target is None or not target.draw():
+            return None
+
+        def headers() -> dict[str, str]:
+            out = self.forward_headers(request)
+            if (auth := request.headers.get("authorization")) is not None:
+                out["authorization"] = auth  # the shadow checks the same token, if any
+            if request.client:
+                xff = forwarded_for(request)
+                out["x-forwarded-for"] = f"{xff}, {request.client.host}" if xff else request.client.host
+            return out
+
+        return partial(self.mirror.send, target, route, path, body, headers)
+
     def forward_headers(self, request: Request) -> dict[str, str]:
         return {h: v for h in FORWARD_REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
 
@@ -171,10 +205,11 @@ class GatewayService:
         started = time.perf_counter()
         try:
             self.admit(request)
-            body = await self.read_json(request)
+            raw, body = await self.read_raw_json(request)
             validate(schema, body)
             self.check_model(body)
             challenger = self.challenger(request, body)  # before shaping: the challenger applies its own config
+            copy = self.shadow(request, route, path, raw)
             if shape is not None:
                 body = shape(body, self.config.config)
         except RequestError as err:
@@ -183,6 +218,8 @@ class GatewayService:
         opener = partial(upstream_stream, self.session, upstreams, path, body, policy=self.policy,
                          timeout=self.timeout, on_error=self.on_upstream_error,
                          on_retry=self.metrics.upstream_retry, extra_headers=self.forward_headers(request))
+        if copy is not None:
+            opener = partial(after_head, opener, copy)
         return RelayResponse(opener=opener, route=route, stream=bool(body.get("stream")), started=started,
                              metrics=self.metrics, extra_headers=self.revision_header,
                              on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"),
@@ -231,8 +268,10 @@ class GatewayService:
         started = time.perf_counter()
         try:
             self.admit(request)
-            raw = await self.read_json(request)
+            body, raw = await self.read_raw_json(request)
             req = validate(PredictRequest, raw)
+            if (copy := self.shadow(request, "predict", "/predict", body)) is not None:
+                copy()
         except RequestError as err:
             return self.reject("predict", err, started)
         assert isinstance(req, PredictRequest)
@@ -400,6 +439,23 @@ class GatewayService:
         self.metrics.feedback_forwarded(split.challenger, head.status)
         return Response(body, status_code=head.status, media_type=head.content_type or "application/json",
                         headers={"x-modelops-revision": split.challenger})
+
+
+async def after_head(opener: Callable[[], AsyncIterator[Head | bytes]],
+                     start: Callable[[], None]) -> AsyncIterator[Head | bytes]:
+    """``opener``'s stream, with ``start()`` called once its head is in (or it failed): a shadow copy
+    never takes the event loop before the user's own request is on its way to the engine."""
+    gen = opener()
+    try:
+        try:
+            head = await anext(gen)
+        finally:
+            start()
+        yield head
+        async for chunk in gen:
+            yield chunk
+    finally:
+        await gen.aclose()  # type: ignore[attr-defined]
 
 
 def forwarded_for(request: Request) -> str | None:

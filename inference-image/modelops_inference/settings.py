@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-EngineKind = Literal["vllm", "ollama", "openai"]
+# hosted: an OpenAI-compatible API outside the pod (a provider's); ENGINE_URL is then its OpenAI
+# base URL (https://api.openai.com/v1, .../v1beta/openai): requests go to <url>/chat/completions.
+EngineKind = Literal["vllm", "ollama", "openai", "hosted"]
 
 
 class GatewaySettings(BaseSettings):
@@ -29,7 +31,8 @@ class GatewaySettings(BaseSettings):
     revision: str = "unknown"
     namespace: str = Field(default="", description="the pod's namespace (a label on every metric)")
     engine_api_key_file: Path | None = Field(
-        default=None, description="file holding a bearer token sent to the engine (openai-type upstreams)")
+        default=None, description="file holding a bearer token sent to the engine (openai and hosted upstreams: "
+                                  "a hosted API's key, mounted from a Secret; never logged)")
 
     # --- serving config from GCS ---------------------------------------------
     metadata_uri: str | None = Field(
@@ -69,6 +72,13 @@ class GatewaySettings(BaseSettings):
     split_file: Path | None = Field(
         default=None, description="JSON file with the A/B split this revision applies as the stable one "
                                   "(the operator mounts the ConfigMap <deployment>-split here); missing = no split")
+
+    # --- shadow traffic: a canary's mirror step (written by the operator; see mirror.py) ----
+    mirror_max_inflight: int = Field(default=64, ge=1, description="copies to the shadow in flight at once (and "
+                                                                    "its connection pool); beyond: skipped, counted")
+    mirror_max_inflight_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                           description="request bodies held by copies in flight; beyond: skipped")
+    mirror_timeout: float = Field(default=60.0, gt=0, description="seconds a copy may take, its answer included")
 
     # --- user feedback (see responseid.py, feedback.py) -------------------------------
     feedback_key_file: Path | None = Field(

@@ -30,6 +30,14 @@ metrics are its own; the stable gateway counts the forward in
 (scaled down after an abort, before the kubelet has refreshed the file), the stable
 revision serves the request itself.
 
+During a canary's mirror step the same file carries shadow traffic instead (mirror.py)::
+
+    {"stable": "chat-5b6a21",
+     "mirror": {"revision": "chat-9c0d13", "url": "http://chat-9c0d13.ml.svc:80", "percent": 20}}
+
+The stable gateway then answers every request itself and copies ``percent`` of them, in
+the background, to the new revision (``x-modelops-shadow: 1``), discarding its answers.
+
 The file is checked at most once a second (a ``stat``); the kubelet refreshes mounted
 ConfigMaps within its sync period (about a minute by default), so a new split reaches
 the pods within that time. A file that is missing, empty or invalid means no split.
@@ -50,6 +58,7 @@ from typing import Any, Callable, Mapping
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "x-modelops-variant"
+SHADOW_HEADER = "x-modelops-shadow"  # a mirrored copy: answered by the shadow, never forwarded or mirrored again
 BUCKETS = 10_000
 CHECK_EVERY = 1.0  # seconds between two stat() calls of the split file
 
@@ -78,8 +87,8 @@ class Split:
         """
         if not isinstance(doc, dict):
             raise ValueError("split must be a JSON object")
-        if not doc:
-            return None
+        if not doc or "challenger" not in doc and "mirror" in doc:
+            return None  # no split, or shadow traffic only (MirrorTarget)
         for key in ("stable", "challenger", "url"):
             if not isinstance(doc.get(key), str) or not doc[key]:
                 raise ValueError(f"split.{key} must be a non-empty string")
@@ -133,6 +142,51 @@ class Split:
         return self.bucket(user) < self.percent * (BUCKETS / 100)
 
 
+@dataclass(frozen=True)
+class MirrorTarget:
+    """Shadow traffic: copy ``percent`` of requests to ``revision`` at ``url`` (see mirror.py)."""
+
+    revision: str
+    url: str
+    percent: float
+
+    @classmethod
+    def parse(cls, doc: Any) -> "MirrorTarget | None":
+        """The ``mirror`` entry of a split document; ``None`` when there is none.
+
+        >>> MirrorTarget.parse({"stable": "a", "mirror": {"revision": "b", "url": "http://b:80/", "percent": 20}})
+        MirrorTarget(revision='b', url='http://b:80', percent=20.0)
+        >>> MirrorTarget.parse({}) is None
+        True
+        >>> MirrorTarget.parse({"stable": "a", "mirror": {"revision": "b", "url": "http://b", "percent": 0}})
+        Traceback (most recent call last):
+        ...
+        ValueError: split.mirror.percent must be above 0 and at most 100, got 0
+        """
+        m = doc.get("mirror") if isinstance(doc, dict) else None
+        if m is None:
+            return None
+        if not isinstance(m, dict) or not isinstance(doc.get("stable"), str) or not doc["stable"]:
+            raise ValueError("split.mirror must be an object, with split.stable")
+        for key in ("revision", "url"):
+            if not isinstance(m.get(key), str) or not m[key]:
+                raise ValueError(f"split.mirror.{key} must be a non-empty string")
+        if not m["url"].startswith(("http://", "https://")):
+            raise ValueError(f"split.mirror.url must be an http(s) URL, got {m['url']!r}")
+        percent = m.get("percent")
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+            raise ValueError(f"split.mirror.percent must be above 0 and at most 100, got {percent!r}")
+        return cls(revision=m["revision"], url=m["url"].rstrip("/"), percent=float(percent))
+
+    def draw(self, draw: Callable[[], float] = random.random) -> bool:
+        """Is this request one of the copied share? (Per request, not per user.)
+
+        >>> MirrorTarget("b", "http://b", 100).draw(), MirrorTarget("b", "http://b", 20).draw(lambda: 0.5)
+        (True, False)
+        """
+        return draw() * 100 < self.percent
+
+
 class SplitFile:
     """The split as the mounted file says, re-read when the file changes."""
 
@@ -143,6 +197,7 @@ class SplitFile:
         self._checked = float("-inf")
         self._stamp: tuple[int, int, int] | None = None
         self._split: Split | None = None
+        self._mirror: MirrorTarget | None = None
         self.error: str | None = None
 
     def current(self) -> Split | None:
@@ -152,6 +207,11 @@ class SplitFile:
             self._checked = now
             self._refresh()
         return self._split
+
+    def current_mirror(self) -> MirrorTarget | None:
+        """The shadow traffic this gateway sends: the file's mirror when ``stable`` is this revision."""
+        self.current()
+        return self._mirror
 
     def _refresh(self) -> None:
         try:
@@ -163,15 +223,22 @@ class SplitFile:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        split, error = None, None
+        split, mirror, error, doc = None, None, None, {}
         if stamp is not None:
             try:
                 text = self.path.read_text()
-                split = Split.parse(json.loads(text) if text.strip() else {})
+                doc = json.loads(text) if text.strip() else {}
+                split, mirror = Split.parse(doc), MirrorTarget.parse(doc)
             except (OSError, ValueError) as exc:
-                error = f"{self.path}: {exc}"
+                split, mirror, error = None, None, f"{self.path}: {exc}"
         if split is not None and split.stable != self.revision:
             split = None  # written for another revision: only the stable one assigns users
+        if mirror is not None and (doc.get("stable") != self.revision or mirror.revision == self.revision):
+            mirror = None  # only the stable revision mirrors, and never to itself
+        if mirror != self._mirror and not error:
+            log.info("shadow traffic: %s", f"{mirror.percent:g}% of requests copied to {mirror.revision} at "
+                     f"{mirror.url}" if mirror else "none")
+        self._mirror = mirror
         if error:
             log.warning("ignoring the A/B split file (serving every request here): %s", error)
         elif split != self._split:

@@ -43,6 +43,22 @@ DEFAULT_GPU_TYPES: dict[str, list[dict[str, str]]] = {
 }
 
 
+# List prices to override (chart value operator.gpuPrices): dollars per GPU-hour, on demand, for
+# the GPU alone (the machine's vCPUs and memory are priced apart: cpu_price_per_core_hour):
+# Google Cloud's public on-demand prices per GPU for us-central1 as of mid-2025
+# (cloud.google.com/compute/gpus-pricing; H100s are sold only inside A3 machines: their GPU share),
+# rounded to the cent. Approximate list prices: other regions, other clouds, discounts (spot,
+# committed use) and your own hardware cost differently, so set your own. They price each self-hosted revision's gateway
+# (MODELOPS_PRICE_PER_HOUR, so costPerMillionTokens can compare variants), nothing else.
+DEFAULT_GPU_PRICES: dict[str, float] = {
+    "nvidia-tesla-t4": 0.35,
+    "nvidia-l4": 0.56,
+    "nvidia-tesla-a100": 2.93,   # A100 40GB
+    "nvidia-a100-80gb": 3.93,
+    "nvidia-h100-80gb": 9.80,
+}
+
+
 class Receiver(BaseModel):
     """A notification receiver (``MODELOPS_NOTIFY_RECEIVERS``: name -> receiver). Its URL usually
     carries a token, so it comes from a file (the chart mounts a Secret) and is a SecretStr: it is
@@ -99,10 +115,22 @@ class OperatorConfig(BaseSettings):
     inference_image: str = Field(default=INFERENCE_IMAGE, description="Gateway and storage-initializer image.")
     gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource name for GPUs.")
     gpu_types: dict[str, list[dict[str, str]]] = Field(default_factory=lambda: dict(DEFAULT_GPU_TYPES))
+    gpu_prices: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_PRICES),
+        description="Dollars per GPU-hour by GPU type (JSON), merged over the built-in list prices "
+                    "(DEFAULT_GPU_PRICES). A self-hosted revision's gateway gets MODELOPS_PRICE_PER_HOUR = GPUs x "
+                    "this (+ CPU); a GPU type with no price (or no type) leaves the revision unpriced.")
+    cpu_price_per_core_hour: float | None = Field(
+        default=None, ge=0, description="Dollars per CPU core-hour of spec.resources.cpu, added to a revision's "
+                                        "price per hour; unset: CPU is not priced.")
     model_cache_size: str = Field(default="200Gi", description="sizeLimit of the model-cache emptyDir.")
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
     resync_seconds: float = Field(default=30.0, gt=0, description="Re-observe actual state this often.")
     revision_history: int = Field(default=3, ge=0, description="Old revisions kept (scaled to zero).")
+    split_sync_seconds: float = Field(
+        default=90.0, ge=0, description="How long a changed split ConfigMap may take to reach the pods (the "
+                                        "kubelet's sync period, 1m by default, plus its cache): a mirror step's clock "
+                                        "starts at the latest this long after its mirror was written.")
     metrics_port: int = Field(default=8080, description="Port of /metrics and /healthz.")
     field_manager: str = Field(default="modelops", description="Server-side apply field manager.")
     prometheus_token: SecretStr | None = Field(default=None,
@@ -152,6 +180,24 @@ class OperatorConfig(BaseSettings):
     notify_backoff_seconds: float = Field(default=1.0, ge=0, description="Wait before the first retry; doubled "
                                                                         "after each, up to notify_backoff_max_seconds.")
     notify_backoff_max_seconds: float = Field(default=30.0, ge=0, description="Longest wait between attempts.")
+
+    @field_validator("gpu_prices", mode="before")
+    @classmethod
+    def _merge_gpu_prices(cls, prices: object) -> object:
+        """Set prices override the built-in ones type by type; the others stay.
+
+        >>> OperatorConfig(gpu_prices={"nvidia-l4": 0.7, "amd-mi300x": 4.0}).gpu_prices["nvidia-tesla-t4"]
+        0.35
+        """
+        return {**DEFAULT_GPU_PRICES, **prices} if isinstance(prices, dict) else prices
+
+    @field_validator("gpu_prices")
+    @classmethod
+    def _prices_are_not_negative(cls, prices: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, v in prices.items() if v < 0)
+        if bad:
+            raise ValueError(f"GPU prices must not be negative: {bad}")
+        return prices
 
     @field_validator("notify_receivers")
     @classmethod

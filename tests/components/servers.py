@@ -150,13 +150,16 @@ class StubEngine:
     """The fast OpenAI-compatible stub (tests.components.stub_upstream) in its own process."""
 
     def __init__(self, log_dir: Path, *, tokens: int = 16, token_delay: float = 0.0, model: str = "stub-model",
-                 port: int | None = None, name: str = "stub") -> None:
+                 port: int | None = None, name: str = "stub", api_key: str | None = None,
+                 prefix: str = "/v1") -> None:
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
+        self.base_url = self.url + prefix  # the OpenAI base URL (a hosted API's, with --prefix)
         self.model = model
         self.proc = ManagedProcess(name, [
             sys.executable, "-m", "tests.components.stub_upstream", "--port", str(self.port),
-            "--tokens", str(tokens), "--token-delay", str(token_delay), "--model", model,
+            "--tokens", str(tokens), "--token-delay", str(token_delay), "--model", model, "--prefix", prefix,
+            *(["--api-key", api_key] if api_key is not None else []),
         ], log_dir=log_dir, cwd=Path(__file__).resolve().parents[2])
 
     def start(self) -> "StubEngine":

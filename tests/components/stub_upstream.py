@@ -17,6 +17,11 @@ It is not a model: every answer is the same tokens.
   "lb=1; Path=/"}`` adds that Set-Cookie to every answer (``last_cookie`` in the stats is the
   Cookie header of the last request); ``POST /_stub/reset``.
 
+A stand-in for a hosted API (a provider): ``--api-key KEY`` makes every ``/v1`` route require
+``Authorization: Bearer KEY`` (else 401 with an OpenAI-style error that, like some providers',
+repeats the key it was sent: a gateway must not pass that on), counted as ``unauthorized`` in the
+stats; ``--prefix /v1beta/openai`` serves the OpenAI routes under that base path instead of ``/v1``.
+
 ``python -m tests.components.stub_upstream --port 9000 [--tokens 16] [--token-delay 0]``
 prints ``ready <port>`` once it listens.
 """
@@ -48,16 +53,18 @@ def _chunk(kind: str, model: str, text: str | None, finish: str | None) -> bytes
 
 
 class Stub:
-    def __init__(self, tokens: int, token_delay: float, model: str) -> None:
+    def __init__(self, tokens: int, token_delay: float, model: str, api_key: str | None = None) -> None:
         self.tokens = tokens
         self.token_delay = token_delay
         self.model = model
+        self.api_key = api_key
         self.reset()
         self._cache: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def reset(self) -> None:
         self.requests = 0
         self.active = 0
+        self.unauthorized = 0
         self.completed = 0
         self.cancelled = 0
         self.abandoned = 0
@@ -75,12 +82,24 @@ class Stub:
             self._cache[key] = (_chunk(kind, model, TOKEN, None), _chunk(kind, model, None, "stop"))
         return self._cache[key]
 
+    def refuse(self, request: web.Request) -> web.Response | None:
+        """401 unless the request carries the API key (when one is configured)."""
+        sent = request.headers.get("Authorization")
+        if self.api_key is None or sent == f"Bearer {self.api_key}":
+            return None
+        self.unauthorized += 1
+        return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}",
+                                            "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                 status=401)
+
     async def generate(self, request: web.Request, kind: str) -> web.StreamResponse:
         self.requests += 1
         body = await request.json()
         self.last_body = body
         self.last_authorization = request.headers.get("Authorization")
         self.last_cookie = request.headers.get("Cookie")
+        if (refused := self.refuse(request)) is not None:
+            return refused
         if self.fail:
             status = self.fail.pop(0)
             return web.json_response({"error": {"message": f"stub failing with {status}", "type": "stub"}},
@@ -143,7 +162,7 @@ class Stub:
                 self.cancelled += 1
 
 
-def make_app(stub: Stub) -> web.Application:
+def make_app(stub: Stub, prefix: str = "/v1") -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -162,6 +181,8 @@ def make_app(stub: Stub) -> web.Application:
                                   "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}})
 
     async def models(request: web.Request) -> web.Response:
+        if (refused := stub.refuse(request)) is not None:
+            return refused
         return web.json_response({"object": "list", "data": [{"id": stub.model, "object": "model",
                                                                "created": 0, "owned_by": "stub"}]})
 
@@ -171,6 +192,7 @@ def make_app(stub: Stub) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": stub.requests, "active": stub.active, "completed": stub.completed,
                                   "cancelled": stub.cancelled, "abandoned": stub.abandoned, "last_body": stub.last_body,
+                                  "unauthorized": stub.unauthorized,
                                   "last_authorization": stub.last_authorization, "last_cookie": stub.last_cookie,
                                   "time": time.time()})
 
@@ -202,10 +224,10 @@ def make_app(stub: Stub) -> web.Application:
         stub.reset()
         return web.json_response({"reset": True})
 
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", models)
+    app.router.add_post(f"{prefix}/chat/completions", chat)
+    app.router.add_post(f"{prefix}/completions", completions)
+    app.router.add_post(f"{prefix}/embeddings", embeddings)
+    app.router.add_get(f"{prefix}/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/_stub/stats", stats)
     app.router.add_post("/_stub/fail", fail)
@@ -224,9 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--model", default="stub-model")
+    parser.add_argument("--api-key", default=None, help="require Authorization: Bearer <key> (a hosted API)")
+    parser.add_argument("--prefix", default="/v1", help="base path of the OpenAI routes")
     args = parser.parse_args(argv)
     async def serve() -> None:
-        runner = web.AppRunner(make_app(Stub(args.tokens, args.token_delay, args.model)), access_log=None)
+        runner = web.AppRunner(make_app(Stub(args.tokens, args.token_delay, args.model, args.api_key),
+                                        args.prefix.rstrip("/")), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_address=True)
         await site.start()

@@ -7,12 +7,14 @@ or with the given kubeconfig on any other cluster.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from tests.support.kube import ClusterHandle
 from tests.support.operator import OperatorProcess
+from tests.support.receiver import Receiver, serving
 
 if TYPE_CHECKING:
     from tests.components.servers import FakeGCS
@@ -31,13 +33,25 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["FakeGCS"]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: ClusterHandle, crd: str, gcs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def notifications() -> Iterator[Receiver]:
+    """A real HTTP receiver the operator notifies: receiver ``e2e`` (CloudEvents webhook, path /e2e)
+    and ``e2e-slack`` (Slack-shaped, path /slack), for ModelDeployments naming them."""
+    with serving() as rec:
+        yield rec
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ClusterHandle, crd: str, gcs, notifications: Receiver,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
+    receivers = {"e2e": {"type": "webhook", "url": notifications.url("/e2e")},
+                 "e2e-slack": {"type": "slack", "url": notifications.url("/slack")}}
     op = OperatorProcess(cluster.operator_kubeconfig or cluster.kubeconfig, log,
                          # Only the tests' namespaces (t-*): the real-pod tier's operator, installed
                          # by the chart in the same cluster, owns its own namespace.
                          extra_env={**gcs.env(), "MODELOPS_METADATA_POLL_SECONDS": "1",
-                                    "MODELOPS_NAMESPACES": '["t-*"]'})
+                                    "MODELOPS_NAMESPACES": '["t-*"]',
+                                    "MODELOPS_NOTIFY_RECEIVERS": json.dumps(receivers)})
     op.start()
     try:
         yield op

@@ -18,6 +18,7 @@ from modelops.config import OperatorConfig
 from modelops.domain.spec import ModelDeploymentSpec
 from modelops.planning import resources
 from tests.support.prometheus import PrometheusServer
+from tests.support.receiver import Receiver
 from tests.support.wait import wait_for
 
 from .rollout_harness import Harness
@@ -39,7 +40,7 @@ def canary(prometheus: PrometheusServer, router: str = "gateway-api", **analysis
     if router == "gateway-api":
         traffic["gateway"] = {"parentRefs": [{"name": "inference", "namespace": "gateways"}]}
     m = manifest("chat", replicas=2, traffic=traffic)
-    m["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": STEPS}, "analysis": {
+    m["spec"]["rollout"] = {"strategy": "Canary", "canary": {"steps": STEPS}, "notify": ["e2e", "e2e-slack"], "analysis": {
         "interval": "2s", "window": "10s", "failureLimit": 1,
         "provider": {"prometheus": {"address": prometheus.address}},
         "metrics": [{"name": "error-rate", "template": "errorRate", "max": 0.05, "minSamples": 5}], **analysis}}
@@ -68,6 +69,24 @@ def held_canary(prometheus: PrometheusServer, weight: int, router: str = "gatewa
     return m, v2m, revision(m), revision(v2m)
 
 
+def notified(receiver: Receiver, namespace: str, *kinds: str, timeout: float = 30) -> list[dict]:
+    """Wait until the webhook receiver got CloudEvents of each of ``kinds`` for this namespace's
+    ModelDeployment (and Slack the same number of messages); returns them in arrival order."""
+    def mine() -> list[dict]:
+        return [b for b in receiver.bodies("/e2e") if b["data"]["namespace"] == namespace]
+
+    def slack() -> list[str]:
+        return [b["text"] for b in receiver.bodies("/slack") if f"*{namespace}/chat*" in b["text"]]
+
+    wait_for(lambda: set(kinds) <= {b["data"]["kind"] for b in mine()} and len(slack()) >= len(mine()),
+             timeout=timeout, what=f"notifications {kinds} (got {[b['data']['kind'] for b in mine()]})")
+    got = mine()
+    for b in got:
+        assert b["specversion"] == "1.0" and b["type"] == f"dev.modelops.rollout.{b['data']['kind']}"
+        assert b["source"] == f"/apis/modelops.dev/v1alpha1/namespaces/{namespace}/modeldeployments/chat"
+    return got
+
+
 def keeps_serving(h: Harness, n: int = 30) -> None:
     """Users go on being served: ``n`` more answered requests from now."""
     served = h.served
@@ -81,7 +100,7 @@ def route_weights(api, namespace: str) -> dict[str, int]:
 
 
 def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, namespace, operator, prometheus,
-                                                                 tmp_path) -> None:
+                                                                 notifications, tmp_path) -> None:
     m = canary(prometheus)
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(m), revision(v2m)
@@ -105,10 +124,17 @@ def test_canary_promotes_through_all_steps_with_healthy_metrics(api, cluster, na
     assert obj["status"]["analysis"]["error-rate"]["verdict"] == "Successful"
     assert "modelops_gateway_requests_total" in obj["status"]["analysis"]["error-rate"]["query"]
     assert [r for _, r, _ in events(api, namespace, "chat")].count("Promoted") == 2
+    got = notified(notifications, namespace, "started", "step", "promoted")
+    kinds = [b["data"]["kind"] for b in got]
+    # v1's first rollout, then v2's: started, its steps (a pass may complete several), promoted
+    assert kinds[:3] == ["started", "promoted", "started"] and kinds[-1] == "promoted", kinds
+    assert set(kinds[3:-1]) == {"step"} and len(kinds[3:-1]) >= 2, kinds
+    assert {b["subject"] for b in got[2:]} == {v2} and got[0]["subject"] == v1
+    assert "step 1/4 (setWeight 20) completed: 20%" in got[3]["data"]["message"]
 
 
 def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, cluster, namespace, operator,
-                                                                       prometheus, tmp_path) -> None:
+                                                                       prometheus, notifications, tmp_path) -> None:
     m = canary(prometheus)
     v2m = with_changes(m, "spec.model.source", "gs://models/gemma-2-9b-it-broken/")
     v1, v2 = revision(m), revision(v2m)
@@ -128,6 +154,10 @@ def test_canary_aborted_on_error_rate_rolls_back_and_stays_rolled_back(api, clus
     assert deps[v2].spec.replicas == 0 and deps[v1].spec.replicas == 2
     assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in events(api, namespace, "chat")]
     assert operator.metric(f'modelops_rollbacks_total{{name="chat",namespace="{namespace}"}}') == 1
+    (rolled_back,) = [b for b in notified(notifications, namespace, "rolledback") if b["data"]["kind"] == "rolledback"]
+    assert rolled_back["subject"] == v2 and "error-rate" in rolled_back["data"]["message"] \
+        and "above max 0.05" in rolled_back["data"]["message"]
+    assert rolled_back["data"]["analysis"]["error-rate"]["verdict"] == "Failed"
     # Argo CD re-applying the same spec does not restart the rollout.
     apply(cluster, namespace, v2m)
     operator.wait_reconciles(3)
@@ -200,7 +230,8 @@ def test_too_few_samples_is_inconclusive_and_pauses_instead_of_promoting(api, cl
     h.assert_no_outage()
 
 
-def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prometheus, notifications,
+                                       tmp_path) -> None:
     m = canary(prometheus)
     m["spec"]["rollout"]["canary"]["steps"] = [{"setWeight": 20}, {"pause": {"duration": "4s"}}, {"setWeight": 60},
                                                {"pause": {"duration": "4s"}}]
@@ -220,6 +251,8 @@ def test_pause_and_resume_by_annotation(api, cluster, namespace, operator, prome
         wait_phase(api, namespace, "chat", "Healthy", timeout=90)
     h.assert_no_outage()
     assert get(api, namespace, "chat")["status"]["stableRevision"] == v2
+    paused = [b for b in notified(notifications, namespace, "paused", "promoted") if b["data"]["kind"] == "paused"]
+    assert len(paused) == 1 and "(Manual)" in paused[0]["data"]["message"]
 
 
 def test_not_enough_gpus_for_the_canary_waits_and_leaves_stable_untouched(api, cluster, namespace, operator,
@@ -304,7 +337,7 @@ def test_ab_test_keeps_each_user_on_one_variant_then_promotes(api, cluster, name
 
 
 def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_revision(
-        api, cluster, namespace, operator, prometheus, tmp_path) -> None:
+        api, cluster, namespace, operator, prometheus, notifications, tmp_path) -> None:
     m = canary(prometheus, bakeTime="60s")
     m["spec"]["rollout"] = {**m["spec"]["rollout"], "strategy": "BlueGreen",
                             "blueGreen": {"autoPromote": True, "scaleDownDelay": "60s"}}
@@ -334,6 +367,9 @@ def test_blue_green_auto_promotes_then_a_degraded_bake_rolls_back_to_the_warm_re
     h.assert_no_outage()  # only v2's deliberate errors
     assert f"rolled back from {v2} to {v1}: error-rate" in condition(obj, "Degraded")["message"]
     assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in events(api, namespace, "chat")]
+    # What a retraining pipeline listens for: degraded (with the verdict), then the rollback.
+    kinds = [b["data"]["kind"] for b in notified(notifications, namespace, "degraded", "rolledback")]
+    assert kinds[-2:] == ["degraded", "rolledback"], kinds
 
 
 def test_abort_by_annotation_mid_step(api, cluster, namespace, operator, prometheus, tmp_path) -> None:

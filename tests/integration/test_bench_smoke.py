@@ -35,6 +35,8 @@ BENCHMARKS = [
     ("tests.bench.rollback_latency", True, (r"^ratio median / budget \d+\.\d\d, max / budget \d+\.\d\d ",)),
     ("tests.bench.gateway", False,
      (r"^ratio gateway / direct throughput \(pinned\): 1 streams \d+\.\d\d, 16 streams \d+\.\d\d$",)),
+    ("tests.bench.shadow", False,
+     (r"^ratio mirror / no mirror TTFT p50: fast shadow \d+\.\d\d, hanging shadow \d+\.\d\d$",)),
 ]
 
 

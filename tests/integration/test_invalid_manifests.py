@@ -19,6 +19,12 @@ VALID = {
              "engine": {"type": "vllm"}, "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}}, "replicas": 1},
 }
 PROM = {"prometheus": {"address": "http://prometheus:9090"}}
+HOSTED = {
+    "apiVersion": "modelops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "chat"},
+    "spec": {"model": {"name": "chat"}, "engine": {"type": "hosted", "hosted": {
+        "url": "https://generativelanguage.googleapis.com/v1beta/openai", "model": "gemini-2.0-flash",
+        "apiKeySecretRef": {"name": "gemini-api", "key": "api-key"}}}},
+}
 
 
 def changed(path: str, value, base=VALID):
@@ -50,6 +56,11 @@ CASES = [
      ["spec.rollout.canary.steps", "must not decrease"]),
     ("step with two actions", changed("spec.rollout", {"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
      ["spec.rollout.canary.steps[0]", "exactly one of setWeight, pause, analysis"]),
+    ("mirror share of 0", changed("spec.rollout", {"canary": {"steps": [{"mirror": {"percent": 0, "duration": "1m"}}]}}),
+     ["spec.rollout.canary.steps[0].mirror.percent"]),
+    ("mirror after users moved", changed("spec.rollout", {"canary": {"steps": [
+        {"setWeight": 10}, {"mirror": {"percent": 20, "duration": "1m"}}]}}),
+     ["spec.rollout.canary.steps", "a mirror step must come before any setWeight above 0"]),
     ("malformed duration", changed("spec.rollout", {"progressDeadline": "5 minutes"}),
      ["spec.rollout.progressDeadline"]),
     ("malformed pause duration", changed("spec.rollout", {"canary": {"steps": [{"pause": {"duration": "1d"}}]}}),
@@ -89,6 +100,27 @@ CASES = [
     ("env with value and valueFrom", changed("spec.engine.env", [{"name": "A", "value": "1", "valueFrom": {
         "secretKeyRef": {"name": "s", "key": "k"}}}]), ["spec.engine.env[0]", "either value or valueFrom"]),
     ("strategy typo", changed("spec.rollout", {"strategy": "canary"}), ["spec.rollout.strategy", "Unsupported value"]),
+    # hosted engines (an OpenAI-compatible API behind gateway-only pods)
+    ("vllm without source", changed("spec.model.source", DELETE),
+     ["spec.model.source", "is required (except with spec.engine.type hosted)"]),
+    ("hosted without hosted", changed("spec.engine", {"type": "hosted"}, HOSTED),
+     ["spec.engine.hosted", "required with spec.engine.type hosted"]),
+    ("hosted block with vllm", changed("spec.engine.hosted", {"url": "https://api.example.com/v1", "model": "m"}),
+     ["spec.engine.hosted", "only valid with it"]),
+    ("hosted with a source", changed("spec.model.source", "gs://models/gemma/", HOSTED),
+     ["spec.model.source", "no meaning with spec.engine.type hosted"]),
+    ("hosted with engine args", changed("spec.engine.args", ["--max-model-len", "8192"], HOSTED),
+     ["spec.engine", "a hosted engine has none"]),
+    ("hosted with a GPU type", changed("spec.resources", {"gpu": {"type": "nvidia-l4"}}, HOSTED),
+     ["spec.resources.gpu.type", "its pods have no GPU"]),
+    ("hosted URL not http", changed("spec.engine.hosted.url", "api.example.com/v1", HOSTED),
+     ["spec.engine.hosted.url"]),
+    ("hosted key ref without key", changed("spec.engine.hosted.apiKeySecretRef", {"name": "gemini-api"}, HOSTED),
+     ["spec.engine.hosted.apiKeySecretRef.key", "Required"]),
+    ("negative token price", changed("spec.engine.hosted.pricing", {"inputPerMillionTokens": -0.1}, HOSTED),
+     ["spec.engine.hosted.pricing.inputPerMillionTokens"]),
+    ("feedback key ref without name", changed("spec.feedback", {"keySecretRef": {"key": "key"}}),
+     ["spec.feedback.keySecretRef.name", "Required"]),
 ]
 
 
@@ -108,6 +140,12 @@ def test_the_valid_manifest_is_accepted_and_defaulted(cluster, crd, namespace) -
     assert spec["traffic"]["router"] == "service"
     assert spec["rollout"]["strategy"] == "Canary" and spec["rollout"]["progressDeadline"] == "15m"
     assert spec["engine"]["image"] == ""
+
+
+def test_a_hosted_manifest_is_accepted(cluster, crd, namespace) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(HOSTED))
+    obj = json.loads(cluster.kubectl("get", "modeldeployment", "chat", "-n", namespace, "-o", "json").stdout)
+    assert obj["spec"]["engine"]["hosted"]["model"] == "gemini-2.0-flash" and "source" not in obj["spec"]["model"]
 
 
 def test_kubectl_explain_shows_field_docs(cluster, crd) -> None:

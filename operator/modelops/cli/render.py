@@ -61,6 +61,9 @@ def step_text(step: dict[str, Any]) -> str:
         a = step.get("analysis") or {}
         metrics = ", ".join(a.get("metrics") or []) or "all metrics"
         return f"analysis: {metrics}" + (f" for {a['duration']}" if a.get("duration") else "")
+    if "mirror" in step:  # e.g. "mirror: 20% of requests for 10m (shadow)"
+        m = step.get("mirror") or {}
+        return f"mirror: {m.get('percent')}% of requests for {m.get('duration')} (shadow)"
     return str(step)
 
 

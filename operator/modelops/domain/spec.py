@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modelops.dev"
@@ -63,11 +63,13 @@ class _Model(BaseModel):
 class ModelSpec(_Model):
     name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")] = Field(
         description="The model name clients send as `model` in OpenAI requests (e.g. gemma-2-9b-it).")
-    source: Annotated[str, StringConstraints(max_length=1024, pattern=SOURCE_PATTERN)] = Field(
+    source: Annotated[str, StringConstraints(max_length=1024, pattern=SOURCE_PATTERN)] | None = Field(
+        default=None,
         description="Where the weights come from: `gs://bucket/prefix/` (copied into the pod's model cache by "
                     "the storage initializer, checksum-verified), `hf://org/repo` (the engine downloads it), "
                     "`ollama://name:tag` (pulled by Ollama; ollama engine only) or `pvc://claim/path` "
-                    "(a PersistentVolumeClaim mounted read-only).")
+                    "(a PersistentVolumeClaim mounted read-only). Required, except with a hosted engine "
+                    "(which has none: spec.engine.hosted.model names the provider's model).")
     metadata: Annotated[str, StringConstraints(max_length=1024, pattern=GS_PATTERN)] | None = Field(
         default=None,
         description="Optional serving config written by the model-selection pipeline: a "
@@ -80,6 +82,7 @@ class ModelSpec(_Model):
 class EngineType(str, Enum):
     vllm = "vllm"
     ollama = "ollama"
+    hosted = "hosted"  # an OpenAI-compatible API outside the cluster, behind gateway-only pods
 
 
 class EnvVar(_Model):
@@ -98,8 +101,47 @@ class OllamaOptions(_Model):
         default="-1", description="How long Ollama keeps the model loaded (OLLAMA_KEEP_ALIVE); -1 = forever.")
 
 
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the ModelDeployment's namespace. The operator never reads it: it is
+    mounted into the pods as a file (a Secret volume), so only the kubelet and the pod see it."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN)] = Field(
+        description="The Secret's name (in the ModelDeployment's namespace).")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)] = Field(
+        description="The key within the Secret.")
+
+
+class HostedPricing(_Model):
+    input_per_million_tokens: float = Field(
+        default=0, ge=0, description="Dollars per million prompt (input) tokens, the provider's list price.")
+    output_per_million_tokens: float = Field(
+        default=0, ge=0, description="Dollars per million output tokens, the provider's list price.")
+
+
+class HostedEngine(_Model):
+    url: Annotated[str, StringConstraints(max_length=1024, pattern=r"^https?://[^\s/]+(/\S*)?$")] = Field(
+        description="The API's OpenAI-compatible base URL, as OpenAI SDKs' `base_url`: requests go to "
+                    "`<url>/chat/completions`, `<url>/completions`, `<url>/models` (e.g. "
+                    "https://api.openai.com/v1, https://generativelanguage.googleapis.com/v1beta/openai).")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")] = Field(
+        description="The provider's model name, sent as `model` in place of spec.model.name "
+                    "(e.g. gemini-2.0-flash, gpt-4o-mini).")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="The API key, sent as `Authorization: Bearer <key>`: a Secret's key, mounted "
+                                  "into the gateway as a file (the operator never reads it). Empty: no key.")
+    pricing: HostedPricing | None = Field(
+        default=None, description="The provider's prices, exported by the gateway as "
+                                  "modelops_gateway_cost_dollars_total (costPerMillionTokens). Empty: not priced.")
+
+
 class EngineSpec(_Model):
-    type: EngineType = Field(default=EngineType.vllm, description="The inference engine: vllm or ollama.")
+    type: EngineType = Field(default=EngineType.vllm,
+                             description="The inference engine: vllm, ollama, or hosted (an OpenAI-compatible API "
+                                         "outside the cluster, see spec.engine.hosted).")
     image: str = Field(default="", max_length=512,
                        description="Engine image; empty means the operator's configured default for the engine.")
     args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
@@ -107,6 +149,9 @@ class EngineSpec(_Model):
     env: list[EnvVar] = Field(default_factory=list, max_length=64,
                               description="Extra environment variables for the engine container.")
     ollama: OllamaOptions | None = Field(default=None, description="Ollama options (ollama engine only).")
+    hosted: HostedEngine | None = Field(
+        default=None, description="The hosted API (hosted engine only; required with it). Its revisions run "
+                                  "gateway-only pods: no engine container, no GPU, no model download.")
 
 
 # --------------------------------------------------------------------------- resources
@@ -165,10 +210,28 @@ class AnalysisStep(_Model):
     duration: Duration | None = Field(default=None, description="How long to analyse at this step.")
 
 
+class MirrorStep(_Model):
+    percent: int = Field(ge=1, le=100, description="Percent of the stable revision's requests copied to the new "
+                                                   "revision (its answers are discarded; users get none of it).")
+    duration: Duration = Field(description="How long to mirror, counted from when every stable pod reports "
+                                           "mirroring (at the latest MODELOPS_SPLIT_SYNC_SECONDS, default 90s, after "
+                                           "the operator wrote the split).")
+
+
 class CanaryStep(_Model):
     set_weight: int | None = Field(default=None, ge=0, le=100, description="Percent of traffic to the new revision.")
     pause: Pause | None = Field(default=None, description="Pause, for a duration or until promoted.")
     analysis: AnalysisStep | None = Field(default=None, description="Run an analysis at this step.")
+    mirror: MirrorStep | None = Field(
+        default=None, description="Shadow traffic: the stable revision's gateway copies this share of real requests "
+                                  "to the new revision and discards its answers, while users stay at 0 %; the new "
+                                  "revision's metrics are analysed during the step. Only before any setWeight above 0.")
+
+    @model_validator(mode="after")
+    def _mirror_alone(self) -> "CanaryStep":
+        if self.mirror is not None and (self.set_weight is not None or self.pause or self.analysis):
+            raise ValueError("a mirror step has no setWeight, pause or analysis")
+        return self
 
 
 class CanarySpec(_Model):
@@ -176,6 +239,14 @@ class CanarySpec(_Model):
         default_factory=list, max_length=64,
         description="Steps in order; weights must not decrease. No steps: the new revision takes all "
                     "traffic once it is ready and its analysis passes.")
+
+    @model_validator(mode="after")
+    def _mirror_first(self) -> "CanarySpec":
+        """Users are never taken off a new revision: mirror steps come before any setWeight above 0."""
+        weighted = [i for i, s in enumerate(self.steps) if s.set_weight]
+        if weighted and any(s.mirror for s in self.steps[weighted[0]:]):
+            raise ValueError("a mirror step must come before any setWeight above 0 (users get 0 % while mirroring)")
+        return self
 
 
 class BlueGreenSpec(_Model):
@@ -286,6 +357,16 @@ class RolloutSpec(_Model):
                     "never restarts a rollout.")
 
 
+# --------------------------------------------------------------------------- feedback
+class FeedbackSpec(_Model):
+    key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="The key that signs response ids (at least 32 random bytes, e.g. `openssl rand -hex 32`): a "
+                    "Secret's key, mounted into every revision's gateway (the operator never reads it), so that "
+                    "every replica verifies the ids any replica issued. Empty: each gateway process signs with a "
+                    "key of its own, and a rating counts only when it reaches the replica that answered.")
+
+
 # --------------------------------------------------------------------------- spec
 class ModelDeploymentSpec(_Model):
     model: ModelSpec = Field(description="What is served.")
@@ -298,6 +379,7 @@ class ModelDeploymentSpec(_Model):
                     "to read gs:// weights and metadata).")
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="How traffic reaches the revisions.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a new revision replaces the old.")
+    feedback: FeedbackSpec | None = Field(default=None, description="User feedback (POST /v1/feedback) settings.")
 
 
 # Cross-field rules the API server enforces (CEL), attached in crdgen by JSON path.
@@ -308,8 +390,26 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             reason="FieldValueInvalid"),
     ],
     "spec": [
-        cel("!self.model.source.startsWith('ollama://') || self.engine.type == 'ollama'",
+        cel("!has(self.model.source) || !self.model.source.startsWith('ollama://') || self.engine.type == 'ollama'",
             "spec.model.source: ollama:// sources need spec.engine.type ollama", field_path=".model.source"),
+        # hosted engines: the API serves the model, so there are no weights, no engine container, no GPU
+        cel("self.engine.type == 'hosted' || has(self.model.source)",
+            "spec.model.source is required (except with spec.engine.type hosted)", field_path=".model.source"),
+        cel("self.engine.type != 'hosted' || !has(self.model.source)",
+            "spec.model.source has no meaning with spec.engine.type hosted: the provider's model is "
+            "spec.engine.hosted.model", field_path=".model.source"),
+        cel("(self.engine.type == 'hosted') == has(self.engine.hosted)",
+            "spec.engine.hosted is required with spec.engine.type hosted, and only valid with it",
+            field_path=".engine.hosted"),
+        cel("self.engine.type != 'hosted' || ((!has(self.engine.image) || self.engine.image == '') && "
+            "(!has(self.engine.args) || size(self.engine.args) == 0) && "
+            "(!has(self.engine.env) || size(self.engine.env) == 0))",
+            "spec.engine.image, args and env configure an engine container; a hosted engine has none",
+            field_path=".engine"),
+        cel("self.engine.type != 'hosted' || !has(self.resources) || !has(self.resources.gpu) || "
+            "!has(self.resources.gpu.type)",
+            "spec.resources.gpu.type has no meaning with spec.engine.type hosted: its pods have no GPU",
+            field_path=".resources.gpu.type"),
         cel("!has(self.engine.ollama) || self.engine.type == 'ollama'",
             "spec.engine.ollama is only valid with spec.engine.type ollama", field_path=".engine.ollama"),
         cel("self.traffic.router != 'gateway-api' || has(self.traffic.gateway)",
@@ -324,12 +424,16 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         cel("!(has(self.value) && has(self.valueFrom))", "an env var has either value or valueFrom, not both"),
     ],
     "spec.rollout.canary.steps[]": [
-        cel("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1",
-            "each canary step has exactly one of setWeight, pause, analysis"),
+        cel("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + "
+            "(has(self.mirror) ? 1 : 0) == 1",
+            "each canary step has exactly one of setWeight, pause, analysis, mirror"),
     ],
     "spec.rollout.canary.steps": [
         cel("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
             "spec.rollout.canary.steps: setWeight values must not decrease"),
+        cel("self.filter(s, has(s.mirror) || (has(s.setWeight) && s.setWeight > 0))"
+            ".map(s, has(s.mirror) ? 0 : 1).isSorted()",
+            "spec.rollout.canary.steps: a mirror step must come before any setWeight above 0"),
     ],
     "spec.rollout.analysis.metrics[]": [
         cel("has(self.template) != has(self.query)", "a metric has exactly one of template or query"),
@@ -411,6 +515,11 @@ class RolloutState(_Status):
     weight_at: str | None = Field(default=None, description="When that weight was set (the final gate needs "
                                                             "analysis measured after it).")
     step_started_at: str | None = Field(default=None, description="When the current step started.")
+    mirror_at: str | None = Field(default=None, description="A mirror step: when the split telling the stable "
+                                                            "gateway to mirror was written.")
+    mirror_since: str | None = Field(default=None, description="A mirror step: when its clock started (every stable "
+                                                               "pod reported mirroring, or the split's sync time "
+                                                               "passed).")
     paused: bool = Field(default=False, description="Waiting for a person (promote or resume).")
     pause_reason: str | None = Field(default=None, description="PauseStep, Manual, Inconclusive or AwaitingPromotion.")
     paused_at: str | None = Field(default=None, description="When the pause began (a timed step's clock stops).")

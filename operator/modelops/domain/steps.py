@@ -46,7 +46,18 @@ def step_kind(step: CanaryStep) -> str:
         return "setWeight"
     if step.pause is not None:
         return "pause"
+    if step.mirror is not None:
+        return "mirror"
     return "analysis"
+
+
+def mirror_replicas(total: int, percent: int) -> int:
+    """Pods for a shadow taking ``percent`` of the stable revision's requests (at least one).
+
+    >>> mirror_replicas(4, 20), mirror_replicas(3, 100), mirror_replicas(1, 1), mirror_replicas(0, 50)
+    (1, 3, 1, 0)
+    """
+    return max(1, canary_replicas(total, percent)) if total > 0 else 0
 
 
 def describe(step: CanaryStep) -> str:
@@ -54,10 +65,14 @@ def describe(step: CanaryStep) -> str:
 
     >>> describe(CanaryStep(set_weight=10)), describe(CanaryStep.model_validate({"pause": {}}))
     ('setWeight 10', 'pause until promoted')
+    >>> describe(CanaryStep.model_validate({"mirror": {"percent": 20, "duration": "10m"}}))
+    'mirror 20% for 10m'
     """
     kind = step_kind(step)
     if kind == "setWeight":
         return f"setWeight {step.set_weight}"
+    if kind == "mirror" and step.mirror:
+        return f"mirror {step.mirror.percent}% for {step.mirror.duration}"
     if kind == "pause":
         return f"pause {step.pause.duration}" if step.pause and step.pause.duration else "pause until promoted"
     return "analysis"

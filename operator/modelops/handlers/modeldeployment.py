@@ -79,6 +79,21 @@ def watch_selectors(settings: kopf.OperatorSettings) -> None:
             settings.watching.field_selectors[group, version, plural] = fields
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a "diff base" of every event's body (a deep copy, managedFields and all) for its
+    change handlers (on.create/update/field). We have none, only event and index handlers, so there
+    is nothing to diff: without this, that copy was about a tenth of the operator's CPU at scale."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 def _feeder(kind: str) -> Any:
     def feed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo.cache.put(kind, body)
@@ -102,6 +117,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     watch_selectors(settings)
+    settings.persistence.diffbase_storage = NoDiffBase()
     memo.config = cfg
     memo.cache = Cache()
     api = _api_client(cfg)

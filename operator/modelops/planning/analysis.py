@@ -25,7 +25,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from modelops.domain.durations import seconds
-from modelops.domain.spec import Metric, ModelDeploymentSpec, ModelDeploymentStatus
+from modelops.domain.spec import Metric, ModelDeploymentSpec, ModelDeploymentStatus, RolloutState
 from modelops.domain.timestamps import parse
 
 REQUESTS = "modelops_gateway_requests_total"
@@ -52,6 +52,13 @@ TEMPLATES = {
     "costPerMillionTokens": (f'sum(increase({COST}{{{_REV}}}[{{{{window}}}}])) / '
                              f'(sum(increase({OUTPUT_TOKENS}{{{_REV}}}[{{{{window}}}}])) > 0) * 1e6'),
 }
+# A mirror step's probe: the share of the stable revision's pods whose gateway mirrors {{percent}} % of
+# requests to {{revision}} (each pod exports one modelops_gateway_mirror_percent series, shadow="" when
+# it mirrors nothing). 1 means every stable pod has the split: the step's clock may start.
+MIRROR_PROBE = "modelops:mirroring"  # not a valid metric name: never one of spec.rollout.analysis.metrics
+MIRRORING = ('(count(modelops_gateway_mirror_percent{namespace="{{namespace}}",revision="{{stable}}",'
+             'shadow="{{revision}}"} == {{percent}}) or vector(0)) / '
+             'count(modelops_gateway_mirror_percent{namespace="{{namespace}}",revision="{{stable}}"})')
 SAMPLES = f'sum(increase({REQUESTS}{{namespace="{{{{namespace}}}}",revision="{{{{revision}}}}"}}[{{{{window}}}}]))'
 # What minSamples counts for the templates whose value is not made of requests.
 TEMPLATE_SAMPLES = {
@@ -124,17 +131,31 @@ def measurement_due(namespace: str, name: str, spec: ModelDeploymentSpec, status
     else:
         if status.canary_revision != ro.revision:
             return None
-        takes_traffic = ro.weight > 0 or spec.rollout.strategy == "BlueGreen"
+        takes_traffic = ro.weight > 0 or spec.rollout.strategy == "BlueGreen" or ro.mirror_at is not None
         if not takes_traffic and spec.rollout.canary and spec.rollout.canary.steps:
             return None
         revision, stable = ro.revision, status.stable_revision
     last = parse(ro.last_measured_at)
     if last and (now - last).total_seconds() < seconds(analysis.interval) - 0.5:
         return None
-    return MeasurementRequest(
-        revision=revision, stable=stable, address=analysis.provider.prometheus.address,
-        queries=[queries_for(m, revision, stable, namespace, name, analysis.window,
-                             compare=spec.rollout.strategy == "ABTest") for m in analysis.metrics])
+    queries = [queries_for(m, revision, stable, namespace, name, analysis.window,
+                           compare=spec.rollout.strategy == "ABTest") for m in analysis.metrics]
+    percent = _mirror_unconfirmed(spec, ro)
+    if percent and stable:
+        probe = render(MIRRORING, revision=revision, stable=stable, namespace=namespace, name=name,
+                       window=analysis.window).replace("{{percent}}", str(percent))
+        queries.append(Query(metric=MIRROR_PROBE, value=probe, stable=None, samples=None))
+    return MeasurementRequest(revision=revision, stable=stable, address=analysis.provider.prometheus.address,
+                              queries=queries)
+
+
+def _mirror_unconfirmed(spec: ModelDeploymentSpec, ro: RolloutState) -> int:
+    """The percent of a mirror step whose split is written but not yet seen applied by every stable pod."""
+    steps = spec.rollout.canary.steps if spec.rollout.canary else []
+    if ro.mirror_at is None or ro.mirror_since is not None or ro.step >= len(steps):
+        return 0
+    mirror = steps[ro.step].mirror
+    return mirror.percent if mirror else 0
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,6 @@ of the cluster (tests/unit/operator/sim.py) performs the same list, so it can cr
 single write exactly where the operator could.
 
 Order, for crash safety (each prefix of the list leaves a state the next pass can continue from):
--1. for a ModelDeployment that owns nothing yet (no Deployment, no Service: nothing serves, nothing
-   to protect), its first Deployment: pods start scheduling one round trip (the status write)
-   sooner, which counts when many objects are applied at once; a crash right after it leaves a
-   Deployment of the desired revision, which the next pass adopts as it adopts any observed one;
 0. a Service or HTTPRoute that now sends users to a revision with no ready pod, and that the plan
    points only at ready pods (e.g. the stable was scaled to zero by hand mid-rollout): first, since
    it can only end an outage, and the next pass derives the same traffic again;
@@ -20,7 +16,8 @@ Order, for crash safety (each prefix of the list leaves a state the next pass ca
 4. replica counts through the scale subresource, for every revision whose Deployment
    does not already have them (whatever wrote them last: us, ``kubectl scale``, a crash);
 5. deletes.
-Events are posted last and best effort.
+Events are posted last and best effort. (A new ModelDeployment's first plan holds its Deployment
+only: see planning/reconcile.py.)
 """
 
 from __future__ import annotations
@@ -136,8 +133,6 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
              and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
                  ANNOTATION_APPLIED]]
     first.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
-    if not observed.revisions and not observed.services:  # a new ModelDeployment: its pods first (-1)
-        first += [obj for obj in plan.apply if obj["kind"] == "Deployment"]
     out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in first)
     if plan.clear_annotations:
         out.append(Write("annotations"))

@@ -43,6 +43,7 @@ from modelops.domain.observed import Observed, RevisionState
 from modelops.domain.spec import AnalysisSpec, ModelDeploymentSpec, RevisionRecord, RolloutState
 from modelops.domain.timestamps import iso, parse
 
+from .analysis import MIRROR_PROBE
 from .contract import Event
 from .traffic import ABSplit, Traffic
 
@@ -386,6 +387,12 @@ def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[st
                 if not ok:
                     break
             ro = _advance(ro, inp)
+        elif kind == "mirror":  # shadow traffic for its duration, its metrics Successful measured meanwhile
+            if not skip:
+                ok, ro = _mirror_step_passed(inp, ro, step, analysis, notes)
+                if not ok:
+                    break
+            ro = _advance(ro, inp)
         else:  # an analysis step: its metrics Successful, measured after the step began, for its duration
             if not skip:
                 ok, ro = _analysis_step_passed(inp, ro, step, analysis, notes)
@@ -397,8 +404,16 @@ def _canary(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[st
     pods = _canary_pods(inp, ro.weight)
     if not ro.promoting and ro.step < len(steps) and stepmath.step_kind(steps[ro.step]) == "setWeight":
         pods = max(pods, _canary_pods(inp, steps[ro.step].set_weight or 0))  # the next share's pods come up first
+    current = steps[ro.step].mirror if not ro.promoting and ro.step < len(steps) else None
+    mirror = 0
+    if current is not None:
+        pods = max(pods, stepmath.mirror_replicas(inp.replicas, current.percent))
+        mirror = current.percent if ro.mirror_at else 0
     where = f"step {min(ro.step + 1, len(steps))}/{len(steps)}" if steps else "waiting for the new revision"
-    return _Progress(ro, pods, _split(inp, ro), where, step=ro.step)
+    if mirror:
+        where += (f" (mirroring {mirror}% of requests to it, answers discarded"
+                  + ("" if ro.mirror_since else "; waiting for the stable gateway to apply the split") + ")")
+    return _Progress(ro, pods, replace(_split(inp, ro), mirror=mirror), where, step=ro.step)
 
 
 def _step_reached(inp: Inputs, ro: RolloutState, steps: list[Any], notes: _Notes) -> None:
@@ -507,6 +522,52 @@ def _analysis_step_passed(inp: Inputs, ro: RolloutState, step: Any, analysis: di
     return _successful_since(metrics, analysis, parse(ro.step_started_at)), ro
 
 
+def _mirror_step_passed(inp: Inputs, ro: RolloutState, step: Any, analysis: dict[str, MetricState],
+                        notes: _Notes) -> tuple[bool, RolloutState]:
+    """A mirror step. Once the shadow's pods are ready (and its golden prompts passed) the split
+    tells the stable gateway to copy ``percent`` of requests to it (``mirror_at``). The split reaches
+    the pods with the kubelet's sync, so the step's clock starts (``mirror_since``) when every stable
+    pod reports mirroring (the probe measured with the analysis), at the latest ``split_sync_seconds``
+    after the split was written. It passes after ``duration`` with every metric Successful on a
+    measurement taken after its clock started; a failing one aborts (in ``_roll_out``) before any
+    user was sent to the new revision."""
+    m = step.mirror
+    if not _gate_open(inp, ro) or not _pods_ready(inp, stepmath.mirror_replicas(inp.replicas, m.percent)):
+        notes.wake_within(PROGRESS_REQUEUE)
+        return False, ro
+    if ro.mirror_at is None:
+        ro = _set(ro, mirror_at=iso(inp.now))
+    if ro.mirror_since is None:
+        waited = (inp.now - (parse(ro.mirror_at) or inp.now)).total_seconds()
+        reported = _mirroring_reported(inp)
+        sync = inp.config.split_sync_seconds
+        if not reported and waited < sync:
+            notes.wake_within(max(1.0, sync - waited))
+            return False, ro
+        ro = _set(ro, mirror_since=iso(inp.now))
+        notes.event("Normal", "Mirroring", f"the stable revision's gateway mirrors {m.percent}% of requests to "
+                                           f"{inp.target}" + ("" if reported else
+                                                              f" (assumed {sync:g}s after the split was written)"),
+                    inp.target)
+    since = parse(ro.mirror_since)
+    left = seconds(m.duration) - _elapsed(ro, inp, since)
+    if left > 0:
+        notes.wake_within(max(0.5, left))
+        return False, ro
+    if not inp.metrics:
+        return True, ro
+    run = _run(inp, analysis)
+    if run.verdict == RunVerdict.inconclusive:
+        return False, _pause_if_settled(inp, ro, run, notes, since)
+    return _successful_since(inp.metrics, analysis, since), ro
+
+
+def _mirroring_reported(inp: Inputs) -> bool:
+    """Every stable pod reports mirroring this step's share to the target (planning/analysis.py)."""
+    return any(m.metric == MIRROR_PROBE and m.error is None and m.value is not None and m.value >= 1
+               for m in inp.measurements)
+
+
 def _successful_since(metrics: list[Any], analysis: dict[str, MetricState], since: dt.datetime | None) -> bool:
     """Every metric's latest verdict is Successful, measured strictly after ``since`` (a measurement
     recorded in the pass that started the step belongs to the step before)."""
@@ -518,13 +579,15 @@ def _successful_since(metrics: list[Any], analysis: dict[str, MetricState], sinc
     return True
 
 
-def _pause_if_settled(inp: Inputs, ro: RolloutState, run: RunAssessment, notes: _Notes) -> RolloutState:
+def _pause_if_settled(inp: Inputs, ro: RolloutState, run: RunAssessment, notes: _Notes,
+                      since: dt.datetime | None = None) -> RolloutState:
     """Data cannot be conclusive before one window of traffic at this step (a new revision's
-    series appear with its first scrape): wait that long, then pause for a person."""
+    series appear with its first scrape): wait that long, then pause for a person. ``since``:
+    when the step's traffic began, if not when the step did (a mirror step)."""
     analysis = inp.spec.rollout.analysis
     assert analysis is not None
     settle = seconds(analysis.window) + seconds(analysis.interval)
-    if _elapsed(ro, inp) < settle:
+    if _elapsed(ro, inp, since) < settle:
         notes.wake_within(seconds(analysis.interval))
         return ro
     return _pause(ro, inp, notes, "Inconclusive", run.message)
@@ -609,12 +672,12 @@ def _set(ro: RolloutState, **updates: Any) -> RolloutState:
 def _advance(ro: RolloutState, inp: Inputs, weight: int | None = None) -> RolloutState:
     moved = weight is not None and weight != ro.weight
     return _set(ro, step=ro.step + 1, weight=weight if moved else ro.weight, step_started_at=iso(inp.now),
-                skip_step=None, weight_at=iso(inp.now) if moved else ro.weight_at)
+                skip_step=None, weight_at=iso(inp.now) if moved else ro.weight_at, mirror_at=None, mirror_since=None)
 
 
-def _elapsed(ro: RolloutState, inp: Inputs) -> float:
-    """Seconds the current step has run (a pause by hand stops the clock)."""
-    started = parse(ro.step_started_at) or inp.now
+def _elapsed(ro: RolloutState, inp: Inputs, since: dt.datetime | None = None) -> float:
+    """Seconds the current step has run, or since ``since`` (a pause by hand stops the clock)."""
+    started = since or parse(ro.step_started_at) or inp.now
     until = parse(ro.paused_at) if ro.paused else inp.now
     return ((until or inp.now) - started).total_seconds()
 
@@ -629,11 +692,14 @@ def _pause(ro: RolloutState, inp: Inputs, notes: _Notes, reason: str, message: s
 
 def _resume(ro: RolloutState, inp: Inputs) -> RolloutState:
     """Resume where the step was: a timed pause continues with the time it had left."""
-    started, paused_at = parse(ro.step_started_at), parse(ro.paused_at)
+    started, paused_at, mirroring = parse(ro.step_started_at), parse(ro.paused_at), parse(ro.mirror_since)
     if started and paused_at:
         started = started + (inp.now - paused_at)
+    if mirroring and paused_at:
+        mirroring = mirroring + (inp.now - paused_at)
     return _set(ro, paused=False, pause_reason=None, paused_at=None,
-                   step_started_at=iso(started) if started else ro.step_started_at)
+                   step_started_at=iso(started) if started else ro.step_started_at,
+                   mirror_since=iso(mirroring) if mirroring else ro.mirror_since)
 
 
 def _promote(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState], notes: _Notes) -> Decision:

@@ -78,7 +78,7 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     rendered = render.render(owner.ref(), spec, config, target, resolved, d, observed, keep)
     out.apply, out.replicas, out.delete = rendered.apply, rendered.replicas, rendered.delete
     out.events.extend(d.events)
-    target_fields = {"model": spec.model.name, "source": spec.model.source, "engine": spec.engine.type,
+    target_fields = {"model": spec.model.name, "source": resources.served_from(spec), "engine": spec.engine.type,
                      "image": spec.engine.image or _default_image(spec, config),
                      "metadata_generation": resolved[1] if resolved else None}
     apply_decision(st, d, inputs.state(d.stable), spec.replicas, target_fields, target)
@@ -87,7 +87,19 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     for seconds in (d.requeue_after, rendered.requeue_after, config.resync_seconds):
         if seconds is not None:
             out.wake_within(seconds)
+    if not owner.status and not observed.revisions and not observed.services:
+        return _deployment_first(out)
     return out
+
+
+def _deployment_first(full: Plan) -> Plan:
+    """A new ModelDeployment's first pass creates its Deployment and nothing else, and comes back at
+    once: nothing serves yet, so nothing needs the status recorded first, and a burst of new objects
+    (Argo CD syncing hundreds) gets every Deployment's pods scheduling before any object's Service,
+    split ConfigMap and status (the next pass plans those, with the Deployment observed). Events wait
+    for that pass too, which derives them again: each is posted once."""
+    return Plan(apply=[o for o in full.apply if o["kind"] == "Deployment"], replicas={}, requeue_after=0,
+                details=["a new ModelDeployment: its Deployment first, the rest in the next pass"])
 
 
 def rollout_hash(spec: ModelDeploymentSpec) -> str:
@@ -148,4 +160,6 @@ def _invalid(owner: Owner, st: StatusBuilder, out: Plan, field_path: str, messag
 
 
 def _default_image(spec: ModelDeploymentSpec, config: OperatorConfig) -> str:
+    if spec.engine.type == "hosted":
+        return config.inference_image  # the gateway is all a hosted revision runs
     return config.vllm_image if spec.engine.type == "vllm" else config.ollama_image

@@ -16,7 +16,7 @@ from modelops.domain.revision import revision_name, template_hash
 from modelops.domain.spec import GROUP, KIND, VERSION, EngineType, ModelDeploymentSpec
 
 from .contract import ANNOTATION_APPLIED
-from .engines import ollama, vllm
+from .engines import hosted, ollama, vllm
 from .engines.common import (
     GATEWAY_PORT,
     LABEL_ENGINE,
@@ -38,11 +38,16 @@ ANNOTATION_SOURCE = "modelops.dev/source"
 
 
 def pod_template(ctx: PodContext) -> dict[str, Any]:
-    engine = ENGINES[ctx.spec.engine.type]
+    if ctx.hosted:  # gateway-only: the API outside serves; no engine, GPU, weights or init container
+        containers, init, vols = [hosted.gateway(ctx)], [], hosted.volumes(ctx)
+    else:
+        engine = ENGINES[ctx.spec.engine.type]
+        containers = [engine.engine_container(ctx), gateway_container(ctx, engine.PORT)]
+        init, vols = storage_initializer(ctx), volumes(ctx)
     pod_spec: dict[str, Any] = {
-        "initContainers": storage_initializer(ctx),
-        "containers": [engine.engine_container(ctx), gateway_container(ctx, engine.PORT)],
-        "volumes": volumes(ctx),
+        "initContainers": init,
+        "containers": containers,
+        "volumes": vols,
         "securityContext": pod_security(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -62,6 +67,13 @@ def pod_template(ctx: PodContext) -> dict[str, Any]:
         },
         "spec": pod_spec,
     }
+
+
+def served_from(spec: ModelDeploymentSpec) -> str:
+    """What a revision serves from, for status and history: the model source, or the hosted API."""
+    if spec.engine.hosted is not None and spec.engine.type == EngineType.hosted.value:
+        return hosted.describe(spec.engine.hosted)
+    return spec.model.source or ""
 
 
 def revision_for(name: str, spec: ModelDeploymentSpec, config: OperatorConfig,
@@ -104,7 +116,7 @@ def revision_deployment(owner: dict[str, Any], spec: ModelDeploymentSpec, config
             "name": revision,
             "namespace": owner["namespace"],
             "labels": revision_labels(name, revision),
-            "annotations": {ANNOTATION_MODEL: spec.model.name, ANNOTATION_SOURCE: spec.model.source},
+            "annotations": {ANNOTATION_MODEL: spec.model.name, ANNOTATION_SOURCE: served_from(spec)},
         },
         "spec": {
             "replicas": replicas,

@@ -15,6 +15,9 @@ Pure: a ``Traffic`` decision in, manifests out.
   gateway which share of users, by a hash of the sticky header or ``user``, to forward to the
   challenger's per-revision Service. Header matches go to the challenger directly in the
   HTTPRoute, and through the stable gateway with the service router.
+- Mirror steps (shadow traffic, either router): users stay on the stable revision; the same
+  ConfigMap tells its gateway to copy a share of requests to the new revision's Service and
+  discard the answers (``{"stable": …, "mirror": {"revision": …, "url": …, "percent": 20}}``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Traffic:
     ab: "ABSplit | None" = None  # an A/B test: users assigned by the stable revision's gateway
     fallback: tuple[str, ...] = ()  # may serve as a last resort while the wanted revisions have no ready pod
     canary_service: bool = False  # the canary needs its own Service (golden prompts, A/B forwards)
+    mirror: int = 0  # a mirror step: percent of the stable's requests copied to the canary (users get none)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Routing:
     challenger: str | None = None  # header matches and the A/B split go there
     ab: ABSplit | None = None
     services: tuple[str, ...] = ()  # per-revision Services
+    mirror: int = 0  # percent of the stable gateway's requests copied to ``challenger`` (shadow traffic)
 
     @property
     def main(self) -> str:
@@ -105,9 +110,10 @@ def route(t: Traffic, ready: dict[str, int], router: str, others_ready: bool) ->
     if router == "gateway-api":  # every backend is a per-revision Service
         services = tuple(dict.fromkeys(r for r in (*shares, *live) if r))
     else:
-        services = (t.canary,) if t.canary and (t.canary_service or t.ab) else ()
+        services = (t.canary,) if t.canary and (t.canary_service or t.ab or t.mirror) else ()
     return Routing(shares=shares, split=split, preview=t.preview,
-                   matches=t.matches if challenger else (), challenger=challenger, ab=ab, services=services)
+                   matches=t.matches if challenger else (), challenger=challenger, ab=ab, services=services,
+                   mirror=t.mirror if challenger else 0)
 
 
 def service(owner: dict[str, Any], name: str, revision: str | None, split_hash: str | None = None) -> dict[str, Any]:
@@ -155,11 +161,14 @@ def split_config(owner: dict[str, Any], r: Routing | None) -> dict[str, Any]:
     """The ConfigMap the stable revision's gateway reads (format: inference-image split.py);
     ``None``: an empty split, which ends a test."""
     doc: dict[str, Any] = {}
-    if r is not None:
-        assert r.ab is not None and r.challenger
+    if r is not None and r.ab is not None:
+        assert r.challenger
         doc = {"stable": r.main, "challenger": r.challenger, "percent": r.ab.percent, "header": r.ab.header,
                "url": f"http://{r.challenger}.{owner['namespace']}.svc:{HTTP_PORT}",
                "match": [dict(m) for m in r.matches]}
+    if r is not None and r.mirror and r.challenger:
+        doc.update(stable=r.main, mirror={"revision": r.challenger, "percent": r.mirror,
+                                          "url": f"http://{r.challenger}.{owner['namespace']}.svc:{HTTP_PORT}"})
     return finish({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": split_config_map(owner["name"]), "namespace": owner["namespace"],
@@ -174,7 +183,7 @@ def objects(owner: dict[str, Any], spec: ModelDeploymentSpec, r: Routing,
     split ConfigMap as recorded on the main Service (the operator cannot read ConfigMaps)."""
     name = owner["name"]
     out: list[dict[str, Any]] = []
-    testing = bool(r.ab and (r.ab.percent or r.matches))
+    testing = bool(r.ab and (r.ab.percent or r.matches)) or bool(r.mirror)
     # While a test runs: its split; otherwise an empty split (the gateways see no split).
     split_map = split_config(owner, r if testing else None)
     split_hash = split_map["metadata"]["annotations"][ANNOTATION_APPLIED]

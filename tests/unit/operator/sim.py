@@ -341,6 +341,14 @@ class _NoGPUs:
         return revision in self.sim.no_gpus_for
 
 
+def after_first_pass(plan: Plan) -> Observed:
+    """What the watch shows after a new ModelDeployment's first pass, which creates its Deployment
+    and nothing else (planning/reconcile.py): that Deployment, no pod ready yet."""
+    return Observed(revisions={o["metadata"]["name"]: RevisionState(name=o["metadata"]["name"],
+                                                                     replicas=o["spec"]["replicas"])
+                               for o in plan.apply if o["kind"] == "Deployment"})
+
+
 def healthy(m: float = 0.01, samples: float = 100, stable: float | None = 0.01) -> list[Measurement]:
     return [Measurement("error-rate", "q", value=m, samples=samples, stable_value=stable)]
 

@@ -37,6 +37,12 @@ CASES = {
                     "resources": {"gpu": {"count": 1, "type": "nvidia-l4"}}},
     "ollama-gguf-gs": {"model": {"name": "smollm2", "source": "gs://models/smollm2-gguf/"},
                        "engine": {"type": "ollama"}, "resources": {"gpu": {"count": 0}}},
+    "hosted-gemini": {"model": {"name": "chat"},
+                      "engine": {"type": "hosted", "hosted": {
+                          "url": "https://generativelanguage.googleapis.com/v1beta/openai",
+                          "model": "gemini-2.0-flash", "apiKeySecretRef": {"name": "gemini-api", "key": "key"},
+                          "pricing": {"inputPerMillionTokens": 0.1, "outputPerMillionTokens": 0.4}}},
+                      "feedback": {"keySecretRef": {"name": "chat-feedback", "key": "key"}}, "replicas": 2},
 }
 
 

@@ -53,3 +53,4 @@ def test_a_full_queue_drops_and_counts_and_a_failing_post_does_not_stop_the_othe
     assert recorder.flush(10)
     assert posted == ["a", "b"]
     recorder.close()
+

@@ -37,7 +37,7 @@ from modelops.domain.durations import seconds
 from modelops.domain.golden import GoldenAnswer
 from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import resources
-from modelops.planning.analysis import golden_due, measurement_due
+from modelops.planning.analysis import MIRROR_PROBE, golden_due, measurement_due
 from modelops.planning.contract import writes
 
 from .sim import T0, Sim
@@ -49,6 +49,7 @@ PROMPT = "Reply with the word ok."
 STEPS = {
     "timed": [{"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50}],
     "gated": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"analysis": {"duration": "10s"}}],
+    "shadow": [{"mirror": {"percent": 50, "duration": "20s"}}, {"setWeight": 30}, {"pause": {"duration": "10s"}}],
     "none": [],
 }
 WHO = st.one_of(st.sampled_from(["stable", "target", "canary"]), st.integers(0, 2))
@@ -260,9 +261,10 @@ class RolloutMachine(RuleBasedStateMachine):
             self.attempt.raised = self.passes
         status_written = any(w.kind == "status" for w in sim.last_writes)
         if status_written:
-            if measurements:
+            measured = [m for m in measurements or () if m.metric != MIRROR_PROBE]
+            if measured:
                 self.attempt.measurements.append((self.passes, all(m.error is None and (m.samples or 0) >= 10 and
-                                                     (m.value or 0) <= 0.05 for m in measurements)))
+                                                     (m.value or 0) <= 0.05 for m in measured)))
             if golden and golden[0].status == 200 and golden[0].text == "OK." and self.asked == self.attempt.revision:
                 self.attempt.golden_passed = True
                 self.ever_passed.add(self.asked)
@@ -278,6 +280,11 @@ class RolloutMachine(RuleBasedStateMachine):
         mode = self.health.get(request.revision, "ok")
         out = []
         for q in request.queries:
+            if q.metric == MIRROR_PROBE:  # the stable gateways have the mirror once the split says so
+                mirror = (self.sim.split() or {}).get("mirror") or {}
+                out.append(Measurement(q.metric, q.value, value=1.0 if mirror.get("revision") == request.revision
+                                       else 0.0))
+                continue
             if mode == "down":
                 out.append(Measurement(q.metric, q.value, error="connection refused"))
             else:
@@ -381,6 +388,7 @@ class RolloutMachine(RuleBasedStateMachine):
             if a.promotes == 0:
                 waited = sum(seconds(s["pause"]["duration"]) for s in steps if s.get("pause", {}).get("duration"))
                 waited += sum(seconds(s["analysis"]["duration"]) for s in steps if (s.get("analysis") or {}).get("duration"))
+                waited += sum(seconds(s["mirror"]["duration"]) for s in steps if s.get("mirror"))
                 assert self.clock() - a.started >= waited, f"(c) {promoted} promoted before its pauses ran"
         if (rollout.get("analysis") or {}).get("metrics"):
             assert a.measurements and a.measurements[-1][1], \

@@ -5,12 +5,9 @@ queue bound, the metrics by receiver and result, and no token in any log line.""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +17,7 @@ from modelops import metrics
 from modelops.adapters.notify import Notifier
 from modelops.config import OperatorConfig
 from modelops.planning.contract import Event, Owner, Plan
+from tests.support.receiver import Receiver as HttpReceiver, serving
 
 TOKEN = "xoxb-s3cr3t-T0K3N"
 SPEC = {"model": {"name": "gemma", "source": "gs://models/gemma/"}}
@@ -30,58 +28,15 @@ STATUS = {"phase": "RolledBack", "stableRevision": "chat-1",
           "analysis": {"error-rate": {"verdict": "Failed", "value": 0.2}}}
 
 
-@dataclass
-class Receiver:
-    """A real HTTP server: answers each POST with the next scripted status (then 200), or hangs
-    while ``hang`` is set; records every request."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[dict] = field(default_factory=list)
-    hang: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-    got: threading.Condition = field(default_factory=threading.Condition)
-    port: int = 0
-
-    def url(self, path: str = f"/hooks/{TOKEN}") -> str:
+class Receiver(HttpReceiver):
+    def url(self, path: str = f"/hooks/{TOKEN}") -> str:  # a token in the path and the query, as Slack's URLs
         return f"http://127.0.0.1:{self.port}{path}?token={TOKEN}"
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[dict]:
-        with self.got:
-            assert self.got.wait_for(lambda: len(self.requests) >= n, timeout), self.requests
-            return list(self.requests)
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with rec.got:
-                rec.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body),
-                                     "at": time.monotonic()})
-                rec.got.notify_all()
-            if rec.hang.is_set():
-                rec.release.wait(30)
-            status = rec.statuses.pop(0) if rec.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    rec.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield rec
-    rec.release.set()
-    server.shutdown()
-    server.server_close()
+    with serving(Receiver()) as rec:
+        yield rec
 
 
 def owner(*names: str) -> Owner:
@@ -282,7 +237,8 @@ def _snapshot():
 
     md = {"apiVersion": "modelops.dev/v1alpha1", "kind": "ModelDeployment",
           "metadata": {"name": "chat", "namespace": "ml", "uid": "uid-1", "generation": 1, "resourceVersion": "1"},
-          "spec": {**SPEC, "rollout": {"notify": ["ml-oncall"]}}}
+          "spec": {**SPEC, "rollout": {"notify": ["ml-oncall"]}},
+          "status": {"phase": "Pending"}}  # past its first pass (which creates only the Deployment)
     return cache.fresh(md, {})
 
 

@@ -11,6 +11,7 @@ from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import ModelDeploymentSpec
 from modelops.planning import reconcile, resources
 from modelops.planning.contract import writes
+from tests.unit.operator.sim import after_first_pass
 
 CFG = OperatorConfig()
 NOW = dt.datetime(2026, 11, 21, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -54,8 +55,27 @@ def cond(status: dict, type_: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def test_first_visit_creates_the_revision_and_service_and_sets_every_condition() -> None:
+def first_visit(o: reconcile.Owner) -> tuple[reconcile.Plan, Observed]:
+    """A new object's first two passes: its Deployment alone, then the rest with it observed."""
+    obs = after_first_pass(run(o, Observed()))
+    return run(o, obs), obs
+
+
+def test_a_new_modeldeployment_creates_its_deployment_first_and_comes_back_at_once() -> None:
+    """Nothing serves yet, so nothing needs the status recorded first: a burst of new objects gets
+    every Deployment's pods scheduling before any object's Service and status. The Events wait for
+    the next pass (which derives them again), so each is posted once."""
+    r1 = rev_of(SPEC)
     p = run(owner(SPEC), Observed())
+    assert [(w.kind, w.name) for w in writes(p, Observed())] == [("apply", r1)]
+    assert p.status is None and p.events == [] and p.requeue_after == 0
+    second, obs = first_visit(owner(SPEC))
+    assert [w.kind for w in writes(second, obs)][0] == "status"
+    assert [e.reason for e in second.events] == ["NewRevision"]
+
+
+def test_first_visit_creates_the_revision_and_service_and_sets_every_condition() -> None:
+    p, _ = first_visit(owner(SPEC))
     r1 = rev_of(SPEC)
     objs = applied(p)
     assert objs[f"Deployment/{r1}"]["spec"]["replicas"] == 2
@@ -66,22 +86,9 @@ def test_first_visit_creates_the_revision_and_service_and_sets_every_condition()
     assert [e.reason for e in p.events] == ["NewRevision"]
 
 
-def test_a_new_modeldeployment_writes_its_deployment_before_anything_else() -> None:
-    """Nothing serves yet, so nothing needs the status recorded first: the pods start a round trip
-    sooner (a burst of new objects gets its Deployments first). Later passes keep status first."""
-    r1 = rev_of(SPEC)
-    first = writes(run(owner(SPEC), Observed()), Observed())
-    assert [(w.kind, w.obj["kind"] if w.obj else "") for w in first][:2] == [("apply", "Deployment"), ("status", "")]
-    assert first[0].name == r1
-    o, _ = settle(owner(SPEC), Observed())
-    changed = writes(run(reconcile.Owner("chat", "ml", "uid-1", 2, V2, o.status, {}),
-                         Observed(revisions={r1: ready(r1)})), Observed(revisions={r1: ready(r1)}))
-    assert changed[0].kind == "status"
-
-
 def test_first_revision_available_becomes_stable_andhealthy() -> None:
     r1 = rev_of(SPEC)
-    o, _ = settle(owner(SPEC), Observed())
+    o, _ = settle(owner(SPEC), after_first_pass(run(owner(SPEC), Observed())))
     p = run(o, Observed(revisions={r1: ready(r1)}))
     assert p.status["stableRevision"] == r1
     assert p.status["phase"] == "Healthy"
@@ -92,7 +99,7 @@ def test_first_revision_available_becomes_stable_andhealthy() -> None:
 
 def healthy() -> tuple[reconcile.Owner, Observed]:
     r1 = rev_of(SPEC)
-    o, _ = settle(owner(SPEC), Observed())
+    o, _ = settle(owner(SPEC), after_first_pass(run(owner(SPEC), Observed())))
     o, _ = settle(o, Observed(revisions={r1: ready(r1)}))
     return o, Observed(revisions={r1: ready(r1)}, services={"chat": ServiceState("chat", r1, None)})
 
@@ -223,6 +230,6 @@ def test_old_revisions_beyond_history_are_deleted_oldest_first() -> None:
 
 
 def test_first_visit_says_what_is_happening() -> None:
-    p = run(owner(SPEC), Observed())
+    p, _ = first_visit(owner(SPEC))
     assert p.status["message"] == f"rolling out {rev_of(SPEC)}: 0/2 replicas ready"
     assert cond(p.status, "Progressing")["reason"] == "RevisionProgressing"

@@ -16,6 +16,9 @@ MODELS_DIR = "/models"
 PVC_DIR = "/mnt/pvc"
 SPLIT_DIR = "/etc/modelops/split"  # the A/B split ConfigMap, mounted in the gateway container
 SPLIT_FILE = "split.json"
+FEEDBACK_DIR = "/etc/modelops/feedback"  # spec.feedback.keySecretRef, mounted in the gateway container
+FEEDBACK_FILE = "key"
+SECRET_MODE = 0o440  # read-only, for the pod's group (fsGroup): the gateway's uid reads it, nobody writes
 PRESTOP_SECONDS = 5
 UID = 1000
 
@@ -44,7 +47,13 @@ class PodContext:
     metadata_generation: int | None = None
 
     @property
+    def hosted(self) -> bool:
+        return self.spec.engine.type == "hosted"
+
+    @property
     def source(self) -> Source:
+        if self.spec.model.source is None:
+            raise PlanError("spec.model.source", f"required with spec.engine.type {self.spec.engine.type}")
         return parse_source(self.spec.model.source)
 
     @property
@@ -57,7 +66,7 @@ class PodContext:
 
     @property
     def gpus(self) -> int:
-        return self.spec.resources.gpu.count
+        return 0 if self.hosted else self.spec.resources.gpu.count  # a hosted revision's pods have none
 
 
 def split_config_map(name: str) -> str:
@@ -111,10 +120,88 @@ def gcs_env(ctx: PodContext) -> list[dict[str, Any]]:
     return env
 
 
-def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
+def cpu_cores(quantity: str | None) -> float | None:
+    """CPU cores of a CPU quantity; None when it is not a plain one.
+
+    >>> [cpu_cores(q) for q in ("4", "500m", "1.5", "2k", None)]
+    [4.0, 0.5, 1.5, None, None]
+    """
+    if quantity is None:
+        return None
+    milli = quantity.endswith("m")
+    try:
+        value = float(quantity[:-1] if milli else quantity)
+    except ValueError:
+        return None
+    return value / 1000 if milli else value
+
+
+def price_per_hour(ctx: PodContext) -> float | None:
+    """What one replica costs per hour from the operator's price list: its GPUs (count x the
+    type's price) plus, when a CPU price is set, its CPU request. None when a GPU has no known
+    price (no type, or a type missing from the list): an unpriced revision exports no cost, which
+    analysis reads as no data rather than as a free variant.
+
+    >>> from modelops.domain.spec import ModelDeploymentSpec
+    >>> spec = ModelDeploymentSpec.model_validate({"model": {"name": "m", "source": "hf://o/m"},
+    ...     "resources": {"gpu": {"count": 2, "type": "nvidia-l4"}, "cpu": "8"}})
+    >>> cfg = OperatorConfig(gpu_prices={"nvidia-l4": 0.5}, cpu_price_per_core_hour=0.03)
+    >>> round(price_per_hour(PodContext("chat", spec, cfg, "")), 6)
+    1.24
+    """
+    cfg = ctx.config
+    total = 0.0
+    if ctx.gpus:
+        gpu_type = ctx.spec.resources.gpu.type
+        if gpu_type is None or gpu_type not in cfg.gpu_prices:
+            return None
+        total += ctx.gpus * cfg.gpu_prices[gpu_type]
+    cores = cpu_cores(ctx.spec.resources.cpu)
+    if cfg.cpu_price_per_core_hour is not None and cores is not None:
+        total += cores * cfg.cpu_price_per_core_hour
+    elif not ctx.gpus:
+        return None  # nothing priced: no GPU, and no CPU price (or no CPU request)
+    return round(total, 6)
+
+
+def price_env(ctx: PodContext) -> list[dict[str, Any]]:
+    """The gateway's cost settings (its cost.py): per hour for what the pod holds, and for a hosted
+    API its per-token prices from the spec."""
+    env = []
+    per_hour = price_per_hour(ctx)
+    if per_hour is not None:
+        env.append({"name": "MODELOPS_PRICE_PER_HOUR", "value": f"{per_hour:g}"})
+    pricing = ctx.spec.engine.hosted.pricing if ctx.hosted and ctx.spec.engine.hosted else None
+    if pricing is not None:
+        env.append({"name": "MODELOPS_PRICE_INPUT_PER_MTOK", "value": f"{pricing.input_per_million_tokens:g}"})
+        env.append({"name": "MODELOPS_PRICE_OUTPUT_PER_MTOK", "value": f"{pricing.output_per_million_tokens:g}"})
+    return env
+
+
+def secret_volume(name: str, secret: str, key: str, path: str) -> dict[str, Any]:
+    """One key of a Secret as a read-only file: the kubelet mounts it, the operator never reads it."""
+    return {"name": name, "secret": {"secretName": secret, "items": [{"key": key, "path": path}],
+                                     "defaultMode": SECRET_MODE}}
+
+
+def gateway_volumes(ctx: PodContext) -> list[dict[str, Any]]:
+    """Volumes the gateway container mounts, whatever serves behind it."""
+    vols: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
+        # The A/B split (see planning.traffic): present only during an A/B test, hence optional;
+        # the same name for every revision, so a new split never changes a revision.
+        {"name": "ab-split", "configMap": {"name": split_config_map(ctx.name), "optional": True}},
+    ]
+    ref = ctx.spec.feedback.key_secret_ref if ctx.spec.feedback else None
+    if ref is not None:  # not optional: a missing Secret keeps the pod from starting, and says so
+        vols.append(secret_volume("feedback-key", ref.name, ref.key, FEEDBACK_FILE))
+    return vols
+
+
+def gateway_container(ctx: PodContext, engine_port: int, engine_url: str | None = None) -> dict[str, Any]:
     env = [
         {"name": "MODELOPS_ENGINE", "value": ctx.spec.engine.type},
-        {"name": "MODELOPS_ENGINE_URL", "value": f"http://127.0.0.1:{engine_port}"},
+        {"name": "MODELOPS_ENGINE_URL", "value": engine_url or f"http://127.0.0.1:{engine_port}"},
         {"name": "MODELOPS_MODEL", "value": ctx.spec.model.name},
         {"name": "MODELOPS_REVISION", "value": ctx.revision},
         # a label on every metric: the analysis queries filter on it (revision names omit the namespace)
@@ -129,6 +216,12 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         env.append({"name": "MODELOPS_METADATA_URI", "value": ctx.spec.model.metadata})
     if ctx.spec.model.metadata:
         env += gcs_env(ctx)
+    env += price_env(ctx)
+    mounts = [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"},
+              {"name": "ab-split", "mountPath": SPLIT_DIR, "readOnly": True}]
+    if ctx.spec.feedback and ctx.spec.feedback.key_secret_ref:
+        env.append({"name": "MODELOPS_FEEDBACK_KEY_FILE", "value": f"{FEEDBACK_DIR}/{FEEDBACK_FILE}"})
+        mounts.append({"name": "feedback-key", "mountPath": FEEDBACK_DIR, "readOnly": True})
     return {
         "name": "gateway",
         "image": ctx.config.inference_image,
@@ -145,8 +238,7 @@ def gateway_container(ctx: PodContext, engine_port: int) -> dict[str, Any]:
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "gateway"},
-                         {"name": "ab-split", "mountPath": SPLIT_DIR, "readOnly": True}],
+        "volumeMounts": mounts,
     }
 
 
@@ -211,10 +303,7 @@ def volumes(ctx: PodContext) -> list[dict[str, Any]]:
     vols: list[dict[str, Any]] = [
         {"name": "model-cache", "emptyDir": {"sizeLimit": ctx.config.model_cache_size}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
-        # The A/B split (see planning.traffic): present only during an A/B test, hence optional;
-        # the same name for every revision, so a new split never changes a revision.
-        {"name": "ab-split", "configMap": {"name": split_config_map(ctx.name), "optional": True}},
+        *gateway_volumes(ctx),
     ]
     src = ctx.source
     if src.scheme == "pvc":
