@@ -48,6 +48,7 @@ import aiohttp
 from tests.bench.gateway.__main__ import Placement, group_cpu_seconds, spawning_on
 from tests.components.servers import Gateway, StubEngine
 from tests.inference.helpers import samples, value
+from tests.support.procfs import connections_to, rss_mib
 from tests.support.wait import wait_for
 
 STABLE, FAST, HANGING = "chat-stable", "chat-fast", "chat-hanging"
@@ -70,34 +71,7 @@ class Result:
         return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
-
-def connections_to(pid: int, ports: set[int]) -> int:
-    """Established TCP connections the process holds to any of ``ports``."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if int(f[2].rsplit(":", 1)[1], 16) in ports and f[3] == "01" and f[9] in inodes:
-                count += 1
-    return count
 
 
 async def measure(url: str, streams: int, requests: int, warmup: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.kube import ClusterHandle
+from tests.support.manifests import with_changes  # noqa: F401 - the scenarios import it from here
 from tests.support.wait import WaitTimeout, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,16 +29,6 @@ def manifest(name: str, replicas: int = 1, gpus: int = 1, gpu_type: str | None =
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": {"model": {"name": "gemma-2-9b-it", "source": source}, "engine": {"type": "vllm"},
                      "resources": {"gpu": gpu}, "replicas": replicas, **spec}}
-
-
-def with_changes(m: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    out = copy.deepcopy(m)
-    node = out
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return out
 
 
 def apply(cluster: ClusterHandle, namespace: str, m: dict[str, Any]) -> None:

@@ -129,11 +129,11 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     """
     out: list[Write] = []
     current = observed_hashes(observed)
-    first = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
-             and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
-                 ANNOTATION_APPLIED]]
-    first.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
-    out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in first)
+    rescues = [obj for obj in plan.apply if _ends_an_outage(obj, observed)
+               and current.get((obj["kind"], obj["metadata"]["name"])) != obj["metadata"]["annotations"][
+                   ANNOTATION_APPLIED]]
+    rescues.sort(key=lambda obj: obj["kind"] != "HTTPRoute")  # the users' path first, where there is one
+    out.extend(Write("apply", obj["metadata"]["name"], obj=obj) for obj in rescues)
     if plan.clear_annotations:
         out.append(Write("annotations"))
     if plan.status is not None:
@@ -141,7 +141,7 @@ def writes(plan: Plan, observed: Observed) -> list[Write]:
     replicas = {name: r.replicas for name, r in observed.revisions.items()}
     for obj in plan.apply:
         key = (obj["kind"], obj["metadata"]["name"])
-        if obj in first:
+        if obj in rescues:
             continue
         if current.get(key) != obj["metadata"]["annotations"][ANNOTATION_APPLIED]:
             out.append(Write("apply", key[1], obj=obj))

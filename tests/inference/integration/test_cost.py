@@ -15,6 +15,7 @@ import pytest
 
 from tests.components.servers import Gateway, StubEngine
 from tests.inference.helpers import samples, value
+from tests.support.wait import wait_for
 
 COST = "modelops_gateway_cost_dollars_total"
 
@@ -28,10 +29,15 @@ def test_a_self_hosted_revision_costs_its_hourly_price_over_time(start_gateway: 
                                                                  fresh_stub: StubEngine) -> None:
     per_hour = 36.0  # a price that moves visibly in seconds: $0.01 a second
     gw = start_gateway(env(fresh_stub, MODELOPS_PRICE_PER_HOUR=str(per_hour)))
-    readings = []
-    for _ in range(4):
+    readings = [(time.monotonic(), value(gw.metrics(), COST, revision="chat-r1"))]
+
+    def spent_more(than: float) -> bool:  # every scrape is kept: the counter must only grow across all
         readings.append((time.monotonic(), value(gw.metrics(), COST, revision="chat-r1")))
-        time.sleep(0.5)
+        return readings[-1][1] >= than
+
+    for _ in range(3):  # three more milestones, half a second of accrual each
+        wait_for(lambda goal=readings[-1][1] + per_hour / 3600 / 2: spent_more(goal), timeout=10,
+                 what="the cost counter to grow by half a second's price", interval=0.1)
     assert all(b[1] > a[1] for a, b in zip(readings, readings[1:])), readings  # a counter: only grows
     (t0, c0), (t1, c1) = readings[0], readings[-1]
     # what rate() computes from two scrapes; the scrapes' own latency is the tolerance

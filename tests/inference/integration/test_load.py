@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import aiohttp
@@ -19,18 +18,12 @@ import pytest
 
 from tests.components.servers import Gateway, StubEngine
 from tests.inference.helpers import value
+from tests.support.procfs import rss_mib
 from tests.support.wait import wait_for
 
 STREAMS = 200
 SECONDS = float(os.environ.get("MODELOPS_LOAD_SECONDS", "60"))
 MAX_REQUESTS = 2_000_000  # a hard cap on the loop, whatever the machine's speed
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def open_fds(pid: int) -> int:

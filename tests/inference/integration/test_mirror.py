@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tests.components.servers import Gateway, StubEngine
 from tests.inference.helpers import samples, value
+from tests.support.procfs import connections_to, rss_mib
 from tests.support.wait import wait_for
 
 STABLE, SHADOW = "chat-aaaa", "chat-bbbb"
@@ -82,37 +82,6 @@ def ask(pair: Pair, *, stream: bool = False, path: str = "/v1/chat/completions",
     r = httpx.post(pair.stable.url + path, json=body or dict(BODY, stream=stream), timeout=10)
     assert r.status_code == 200, r.text
     return r.headers["x-modelops-revision"]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def connections_to(pid: int, port: int) -> int:
-    """Established TCP connections the process holds to ``port`` (its sockets, from /proc)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01" and fields[9] in inodes:
-                count += 1
-    return count
 
 
 async def drive(url: str, n: int, concurrency: int, stream: bool = True) -> list[float]:
@@ -199,7 +168,7 @@ def test_a_hanging_shadow_adds_no_latency_and_the_bounds_hold(start_gateway: Cal
                     async with session.get(pair.stable.url + "/metrics") as resp:
                         text = await resp.text()
                     peaks["inflight"] = max(peaks["inflight"], value(text, "modelops_gateway_mirror_inflight"))
-                    peaks["connections"] = max(peaks["connections"], connections_to(pid, shadow_port))
+                    peaks["connections"] = max(peaks["connections"], connections_to(pid, {shadow_port}))
                     await asyncio.sleep(0.05)
 
         task = asyncio.create_task(sampler())
@@ -232,7 +201,7 @@ def test_a_hanging_shadow_adds_no_latency_and_the_bounds_hold(start_gateway: Cal
     skipped, timeout = pair.mirrored("skipped"), pair.mirrored("timeout")
     assert skipped > 0 and timeout > 0 and pair.mirrored("sent") == 0
     assert pair.mirrored() == len(hanging)  # every request was drawn (100 %): each copy counted once
-    assert connections_to(pid, shadow_port) == 0  # a timed-out copy closes its connection
+    assert connections_to(pid, {shadow_port}) == 0  # a timed-out copy closes its connection
     assert pair.stable_engine.stats()["requests"] == 100 + 600 + len(hanging)
 
 

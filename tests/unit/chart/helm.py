@@ -75,3 +75,18 @@ def objects(manifest: str) -> list[dict[str, Any]]:
 
 def find(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def operator_env(values: dict[str, Any]) -> dict[str, str]:
+    """The literal env (``value``, not ``valueFrom``) of the operator container the chart renders."""
+    pod = find(objects(template(values)), "Deployment")[0]["spec"]["template"]["spec"]
+    return {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+
+
+def only_env(monkeypatch: Any, env: dict[str, str], clear: tuple[str, ...] = ("MODELOPS_",)) -> None:
+    """This process's environment as the operator pod would have it: no other MODELOPS_ variable."""
+    for k in list(os.environ):
+        if k.startswith(clear):
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)

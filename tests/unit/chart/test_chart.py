@@ -12,7 +12,7 @@ import yaml
 from modelops.config import OperatorConfig
 from modelops.domain.spec import GROUP, PLURAL
 
-from .helm import CHART, GOLDEN, KUBE_VERSION, ROOT, VALUES, find, helm, objects, template, values_file
+from .helm import CHART, GOLDEN, KUBE_VERSION, ROOT, VALUES, find, helm, objects, only_env, template, values_file
 
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 
@@ -289,12 +289,7 @@ def test_operator_env_is_read_by_the_operator_config(monkeypatch: pytest.MonkeyP
     gpu_types = {"nvidia-l4": [{"cloud.google.com/gke-accelerator": "nvidia-l4"}], "amd-mi300x": [{"amd.com/gpu.product": "MI300X"}]}
     objs = objects(template({"operator": {"gpuTypes": gpu_types, "vllmImage": "registry.local/vllm:1",
                                           "gpuResource": "amd.com/gpu", "resyncSeconds": 15}}))
-    env = {e["name"]: e["value"] for e in _pod(objs)["containers"][0]["env"] if "value" in e}
-    for k in list(os.environ):
-        if k.startswith("MODELOPS_"):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    only_env(monkeypatch, {e["name"]: e["value"] for e in _pod(objs)["containers"][0]["env"] if "value" in e})
     cfg = OperatorConfig()
     assert cfg.gpu_types == gpu_types
     assert (cfg.vllm_image, cfg.gpu_resource, cfg.resync_seconds, cfg.metrics_port) == \

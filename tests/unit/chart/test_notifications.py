@@ -4,14 +4,13 @@ own config reads, with URLs and secret headers as files of a mounted Secret (no 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from modelops.config import OperatorConfig
 
-from .helm import CHART, KUBE_VERSION, VALUES, find, helm, objects, template, values_file
+from .helm import CHART, KUBE_VERSION, VALUES, find, helm, objects, only_env, template, values_file
 
 NOTIFY = VALUES["notifications"]
 
@@ -39,10 +38,7 @@ def test_the_rendered_receivers_are_what_the_operator_reads(monkeypatch: pytest.
     (tmp_path / "ml-oncall").write_text("https://hooks.slack.com/services/T0/B0/token\n")
     (tmp_path / "retrain-url").write_text("https://ci.example/hooks/retrain?token=abc")
     (tmp_path / "retrain-headers").write_text("Authorization: Bearer abc\n")
-    for k in list(os.environ):
-        if k.startswith("MODELOPS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("MODELOPS_NOTIFY_RECEIVERS", raw.replace("/etc/modelops/notify", str(tmp_path)))
+    only_env(monkeypatch, {"MODELOPS_NOTIFY_RECEIVERS": raw.replace("/etc/modelops/notify", str(tmp_path))})
     cfg = OperatorConfig()
     slack, hook = cfg.notify_receivers["ml-oncall"], cfg.notify_receivers["retrain"]
     assert slack.type == "slack" and slack.url is not None

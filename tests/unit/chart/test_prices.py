@@ -4,35 +4,25 @@ operator's built-in list prices apply (no variable rendered)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from modelops.config import DEFAULT_GPU_PRICES, OperatorConfig
 
-from .helm import CHART, KUBE_VERSION, find, helm, objects, template, values_file
-
-
-def _env(values: dict) -> dict[str, str]:
-    pod = find(objects(template(values)), "Deployment")[0]["spec"]["template"]["spec"]
-    return {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
+from .helm import CHART, KUBE_VERSION, helm, only_env, operator_env, values_file
 
 
 def test_price_values_are_read_by_the_operator_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = _env({"operator": {"gpuPrices": {"nvidia-l4": 0.7, "amd-mi300x": 4.5}, "cpuPricePerCoreHour": 0.03}})
-    for k in list(os.environ):
-        if k.startswith("MODELOPS_"):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    only_env(monkeypatch, operator_env({"operator": {"gpuPrices": {"nvidia-l4": 0.7, "amd-mi300x": 4.5},
+                                                     "cpuPricePerCoreHour": 0.03}}))
     cfg = OperatorConfig()
     assert cfg.gpu_prices == {**DEFAULT_GPU_PRICES, "nvidia-l4": 0.7, "amd-mi300x": 4.5}
     assert cfg.cpu_price_per_core_hour == 0.03
 
 
 def test_by_default_the_built_in_list_prices_apply() -> None:
-    env = _env({})
+    env = operator_env({})
     assert "MODELOPS_GPU_PRICES" not in env and "MODELOPS_CPU_PRICE_PER_CORE_HOUR" not in env
 
 

@@ -31,6 +31,7 @@ from modelops.domain.spec import ModelDeploymentSpec
 from modelops.planning import reconcile, resources
 from modelops.planning.engines import common, hosted
 from modelops.planning.engines.common import PlanError
+from tests.support.manifests import with_changes
 from tests.unit.operator.sim import after_first_pass
 
 from .sim import Sim
@@ -59,16 +60,6 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def gateway(spec: dict[str, Any], config: OperatorConfig = CFG) -> dict[str, Any]:
     return next(c for c in pod(spec, config)["containers"] if c["name"] == "gateway")
-
-
-def changed(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    out = copy.deepcopy(spec)
-    node = out
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return out
 
 
 # --------------------------------------------------------------------------- hosted pods
@@ -106,24 +97,24 @@ def test_the_gateway_points_at_the_api_with_the_providers_model_and_the_mounted_
 
 
 def test_a_hosted_api_without_a_key_or_prices_renders_neither() -> None:
-    spec = changed(HOSTED, "engine.hosted", {"url": "http://llm.internal/v1", "model": "m"})
+    spec = with_changes(HOSTED, "engine.hosted", {"url": "http://llm.internal/v1", "model": "m"})
     env = env_of(gateway(spec))
     assert "MODELOPS_ENGINE_API_KEY_FILE" not in env and not any(k.startswith("MODELOPS_PRICE") for k in env)
     assert {v["name"] for v in pod(spec)["volumes"]} == {"tmp", "ab-split"}
 
 
 def test_cpu_and_memory_size_the_hosted_gateway() -> None:
-    gw = gateway(changed(HOSTED, "resources", {"cpu": "1", "memory": "1Gi"}))
+    gw = gateway(with_changes(HOSTED, "resources", {"cpu": "1", "memory": "1Gi"}))
     assert gw["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
 
 
 @pytest.mark.parametrize("bad, field", [
-    (changed(HOSTED, "engine.hosted", None), "spec.engine.hosted"),
-    (changed(HOSTED, "model.source", "gs://models/gemma/"), "spec.model.source"),
-    (changed(HOSTED, "engine.image", "vllm/vllm-openai:v0.11.0"), "spec.engine"),
-    (changed(HOSTED, "engine.args", ["--max-model-len", "8192"]), "spec.engine"),
-    (changed(HOSTED, "resources.gpu", {"count": 1, "type": "nvidia-l4"}), "spec.resources.gpu.type"),
-    (changed(GEMMA, "model", {"name": "chat"}), "spec.model.source"),  # self-hosted engines need weights
+    (with_changes(HOSTED, "engine.hosted", None), "spec.engine.hosted"),
+    (with_changes(HOSTED, "model.source", "gs://models/gemma/"), "spec.model.source"),
+    (with_changes(HOSTED, "engine.image", "vllm/vllm-openai:v0.11.0"), "spec.engine"),
+    (with_changes(HOSTED, "engine.args", ["--max-model-len", "8192"]), "spec.engine"),
+    (with_changes(HOSTED, "resources.gpu", {"count": 1, "type": "nvidia-l4"}), "spec.resources.gpu.type"),
+    (with_changes(GEMMA, "model", {"name": "chat"}), "spec.model.source"),  # self-hosted engines need weights
 ])
 def test_specs_that_cannot_be_rendered_name_the_field(bad: dict[str, Any], field: str) -> None:
     with pytest.raises(PlanError) as err:
@@ -132,7 +123,7 @@ def test_specs_that_cannot_be_rendered_name_the_field(bad: dict[str, Any], field
 
 
 def test_the_planner_reports_a_hosted_spec_with_weights_as_invalid_and_touches_nothing() -> None:
-    plan = reconcile.plan(reconcile.Owner("chat", "ml", "uid-1", 1, changed(HOSTED, "model.source", "hf://g/g"), {}),
+    plan = reconcile.plan(reconcile.Owner("chat", "ml", "uid-1", 1, with_changes(HOSTED, "model.source", "hf://g/g"), {}),
                           Observed(), CFG, _now())
     assert plan.apply == []
     degraded = next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
@@ -153,7 +144,7 @@ def test_status_and_the_deployment_say_what_a_hosted_revision_serves() -> None:
 def test_a_self_hosted_revision_costs_its_gpus_at_the_list_price() -> None:
     env = env_of(gateway(GEMMA))
     assert env["MODELOPS_PRICE_PER_HOUR"] == "0.56" == f"{DEFAULT_GPU_PRICES['nvidia-l4']:g}"
-    big = changed(GEMMA, "resources", {"gpu": {"count": 2, "type": "nvidia-h100-80gb"}})
+    big = with_changes(GEMMA, "resources", {"gpu": {"count": 2, "type": "nvidia-h100-80gb"}})
     assert env_of(gateway(big))["MODELOPS_PRICE_PER_HOUR"] == f"{2 * DEFAULT_GPU_PRICES['nvidia-h100-80gb']:g}"
     assert "MODELOPS_PRICE_INPUT_PER_MTOK" not in env
     assert not any(k.startswith("MODELOPS_PRICE") for k in env_of(pod(GEMMA)["containers"][0]))  # the engine's
@@ -172,7 +163,7 @@ def test_the_operators_prices_override_the_list_and_cpu_is_priced_when_asked() -
 def test_a_gpu_without_a_known_price_leaves_the_revision_unpriced(gpu: dict[str, Any]) -> None:
     cfg = OperatorConfig(_env_file=None, gpu_types={"amd-mi300x": [{"amd.com/gpu.product": "MI300X"}]},
                          cpu_price_per_core_hour=0.025)
-    env = env_of(gateway(changed(GEMMA, "resources.gpu", gpu), cfg))
+    env = env_of(gateway(with_changes(GEMMA, "resources.gpu", gpu), cfg))
     assert "MODELOPS_PRICE_PER_HOUR" not in env  # a partial price would make the variant look cheap
 
 
@@ -200,7 +191,7 @@ def test_worked_examples() -> None:
 # --------------------------------------------------------------------------- feedback key
 @pytest.mark.parametrize("spec", [HOSTED, GEMMA], ids=["hosted", "self-hosted"])
 def test_the_feedback_key_is_mounted_into_every_revisions_gateway(spec: dict[str, Any]) -> None:
-    with_key = changed(spec, "feedback", {"keySecretRef": {"name": "chat-feedback", "key": "key"}})
+    with_key = with_changes(spec, "feedback", {"keySecretRef": {"name": "chat-feedback", "key": "key"}})
     gw = gateway(with_key)
     assert env_of(gw)["MODELOPS_FEEDBACK_KEY_FILE"] == f"{common.FEEDBACK_DIR}/{common.FEEDBACK_FILE}"
     assert {"name": "feedback-key", "mountPath": common.FEEDBACK_DIR, "readOnly": True} in gw["volumeMounts"]
@@ -216,11 +207,11 @@ def test_changing_what_serves_makes_a_new_revision_and_nothing_else_does() -> No
         return resources.revision_for("chat", ModelDeploymentSpec.model_validate(spec), CFG)
 
     assert rev(HOSTED) != rev(GEMMA)
-    assert rev(HOSTED) == rev(changed(HOSTED, "replicas", 5))
+    assert rev(HOSTED) == rev(with_changes(HOSTED, "replicas", 5))
     for path, value in [("engine.hosted.model", "gemini-2.5-flash"), ("engine.hosted.url", "https://api.openai.com/v1"),
                         ("engine.hosted.apiKeySecretRef", {"name": "gemini-api-2", "key": "api-key"}),
                         ("engine.hosted.pricing.outputPerMillionTokens", 0.6)]:
-        assert rev(changed(HOSTED, path, value)) != rev(HOSTED), path
+        assert rev(with_changes(HOSTED, path, value)) != rev(HOSTED), path
 
 
 def test_the_seeds_migration_hosted_stable_then_gemma_as_the_ab_challenger_for_20_percent() -> None:
@@ -304,9 +295,9 @@ def test_the_crd_schema_refuses_malformed_hosted_fields(path: str, value: Any) -
     manifest = {"apiVersion": "modelops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "chat"},
                 "spec": copy.deepcopy(HOSTED)}
     with pytest.raises(jsonschema.ValidationError):
-        _validator().validate(changed(manifest, path, value))
+        _validator().validate(with_changes(manifest, path, value))
     with pytest.raises(ValueError):  # and the models the operator parses with
-        ModelDeploymentSpec.model_validate(changed(manifest, path, value)["spec"])
+        ModelDeploymentSpec.model_validate(with_changes(manifest, path, value)["spec"])
 
 
 def _now() -> dt.datetime:

@@ -54,6 +54,7 @@ STEPS = {
 }
 WHO = st.one_of(st.sampled_from(["stable", "target", "canary"]), st.integers(0, 2))
 EXAMPLES = int(os.environ.get("MODELOPS_INVARIANT_EXAMPLES", "150"))
+KUBELET_SYNC = 3.0  # seconds until a written split reaches the gateways (the kubelet's ConfigMap sync)
 HUNT_OPEN = os.environ.get("MODELOPS_INVARIANT_OPEN") == "1"  # also scale the serving stable to zero
 
 
@@ -109,6 +110,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.revisions = {revision({**self.spec, "model": {"name": "gemma", "source": s}}): i
                           for i, s in enumerate(SOURCES)}
         self.health = {r: "ok" for r in self.revisions}  # what each revision's metrics will show
+        self.split_seen: dict[str, float] = {}  # mirror target -> when the split first named it
         self.golden_mode = {r: "pass" for r in self.revisions}
         self.attempt = Attempt(revision(self.spec), self.key(), 0.0)
         self.seen = self.sim.generation
@@ -280,10 +282,15 @@ class RolloutMachine(RuleBasedStateMachine):
         mode = self.health.get(request.revision, "ok")
         out = []
         for q in request.queries:
-            if q.metric == MIRROR_PROBE:  # the stable gateways have the mirror once the split says so
+            if q.metric == MIRROR_PROBE:
+                # The stable gateways mirror once the kubelet has synced the split into their pods:
+                # KUBELET_SYNC seconds after it first said so, not at once (as strict as the cluster).
                 mirror = (self.sim.split() or {}).get("mirror") or {}
-                out.append(Measurement(q.metric, q.value, value=1.0 if mirror.get("revision") == request.revision
-                                       else 0.0))
+                target = mirror.get("revision")
+                if target and target not in self.split_seen:
+                    self.split_seen[target] = self.clock()
+                synced = target == request.revision and self.clock() - self.split_seen[target] >= KUBELET_SYNC
+                out.append(Measurement(q.metric, q.value, value=1.0 if synced else 0.0))
                 continue
             if mode == "down":
                 out.append(Measurement(q.metric, q.value, error="connection refused"))

@@ -177,7 +177,7 @@ def test_waiting_for_the_cache_holds_no_slot() -> None:
     slot, the others reconcile meanwhile, and it reconciles once it has settled."""
     async def scenario() -> list[str]:
         order: list[str] = []
-        settled = asyncio.Event()
+        settled, all_done = asyncio.Event(), asyncio.Event()
 
         async def settle(namespace: str, name: str) -> None:
             if name == "lagging":
@@ -187,14 +187,15 @@ def test_waiting_for_the_cache_holds_no_slot() -> None:
             order.append(name)
             if name == "m2":
                 settled.set()  # the watch catches up while the others run
+            if len(order) == 4:
+                all_done.set()
             return Outcome(requeue_after=3600, phase="Healthy")
 
         workers = Workers(reconcile, concurrency=1, settle=settle)
         workers.poke("ml", "lagging")
         for i in range(3):
             workers.poke("ml", f"m{i}")
-        while len(order) < 4:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(all_done.wait(), timeout=10)
         await workers.stop()
         return order
 
