@@ -133,5 +133,11 @@ def test_chart_rules_are_what_the_operator_requests(api, cluster, namespace, aud
     assert not missing and not unused, yaml.safe_dump(
         {"requested but not granted": [list(t) for t in missing],
          "granted but never requested": [list(t) for t in unused]})
-    stale = sorted(t for t in NOT_EXERCISED if t in used)
+    # The fallback read happens only when the operator had a reason, and says so in its log: a failed
+    # reconcile (e.g. a 429 "storage is (re)initializing" right after the cluster started, seen once
+    # in CI) or a watch that lagged. Then it is expected; without such a line it must stay unused.
+    log = op.log_path.read_text()
+    had_reason = "reconcile failed" in log or "reading from the API" in log
+    stale = sorted(t for t in NOT_EXERCISED if t in used
+                   and not (had_reason and t == ("get", "modelops.dev", "modeldeployments")))
     assert not stale, f"requested now, remove from NOT_EXERCISED: {stale}"
