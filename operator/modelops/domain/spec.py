@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modelops.dev"
@@ -265,6 +265,21 @@ class ABTestSpec(_Model):
     sticky_header: str = Field(default="x-user-id", max_length=128,
                                description="Header identifying a user for sticky assignment (the OpenAI "
                                            "`user` field is used when the header is absent).")
+    duration: Duration | None = Field(
+        default=None, description="How long the test runs, counted from when the challenger is ready at its share "
+                                  "and past its golden prompts (a manual pause stops the clock; a challenger that "
+                                  "loses its pods starts it again). Then it is promoted if every metric passed on data "
+                                  "measured during the test, or paused for a person if inconclusive. Empty: the test "
+                                  "runs until promoted or aborted.")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_duration(self, handler: Any) -> dict[str, Any]:
+        # The rollout hash is taken over this dump: a test written before the field existed keeps its
+        # hash (an operator upgrade must not restart a running A/B test).
+        out = handler(self)
+        if self.duration is None:
+            out.pop("duration", None)
+        return out
 
 
 class GoldenExpect(_Model):

@@ -29,6 +29,7 @@ at a revision (a promote, a pause, a golden-prompt pass, analysis counts) is eve
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -292,7 +293,7 @@ def _roll_out(inp: Inputs, notes: _Notes) -> Decision:
     if strategy == "BlueGreen":
         progress = _blue_green(inp, ro, run, notes)
     elif strategy == "ABTest":
-        progress = _ab_test(inp, ro)
+        progress = _ab_test(inp, ro, run, analysis, notes)
     else:
         progress = _canary(inp, ro, run, analysis, notes)
     return _progress(inp, progress, run, analysis, notes)
@@ -456,18 +457,62 @@ def _blue_green(inp: Inputs, ro: RolloutState, run: RunAssessment, notes: _Notes
                      "blue-green: preview")
 
 
-def _ab_test(inp: Inputs, ro: RolloutState) -> _Progress:
+def _ab_test(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[str, MetricState],
+             notes: _Notes) -> _Progress:
+    """The challenger is held at its share of users. With a ``duration`` the test concludes on its
+    own: its clock (``step_started_at``) starts when the challenger becomes active (ready at its
+    share, past its golden prompts: when the share is set, ``weight_at``) and a manual pause stops it;
+    once it is over the challenger is promoted if the final gate passes (every metric Successful on
+    data measured during the test), paused for a person if the data stays inconclusive, and waited
+    for while a measurement is pending. A failing metric aborts at any time (in ``_roll_out``)."""
     ab = inp.spec.rollout.ab_test
     assert ab is not None  # the CRD requires it for ABTest
     pods = max(1, stepmath.canary_replicas(inp.replicas, ab.weight)) if inp.replicas else 0
     active = _pods_ready(inp, pods) and _gate_open(inp, ro)
+    if active != (ro.weight_at is not None):
+        # A challenger that lost its pods had its users sent back to the stable revision: the test
+        # starts again when it is back (as a blue-green preview's window does), so "ran 30m" means
+        # 30 minutes of its users on it without a gap, and the final gate judges only data measured
+        # since. Becoming active during a pause, the clock starts stopped (resume shifts it to then).
+        start = (parse(ro.paused_at) or inp.now) if ro.paused else inp.now
+        ro = _set(ro, weight_at=iso(inp.now) if active else None, step_started_at=iso(start) if active else None)
     ro = _set(ro, weight=ab.weight if active else 0)
     how = f"users assigned by {ab.sticky_header} or the OpenAI user field" + (
         ", header matches to the challenger" if ab.match else "")
+    clock = ""
+    if ab.duration and not ro.promoting:
+        total = seconds(ab.duration)
+        left = total - _elapsed(ro, inp) if ro.weight_at else total
+        if not ro.weight_at:
+            clock = f", {_span(total)} once the challenger is ready"
+        elif left > 0:
+            clock = f", {_span(left)} of {_span(total)} left"
+            if not ro.paused:
+                notes.wake_within(max(0.5, left))
+        else:
+            clock = f", {_span(total)} over"
+            if not ro.paused:
+                ok, ro = _final_gate(inp, ro, run, analysis, notes)
+                if ok:
+                    ro = _set(ro, promoting=True, promote_reason=f"the A/B test ran {ab.duration} and " + (
+                        "every metric passed" if inp.metrics else "had no metrics to check"))
+                elif not ro.paused:  # a measurement taken during the test is still to come
+                    notes.wake_within(_interval(inp))
     traffic = Traffic(stable=inp.stable, canary=inp.target,
                       matches=tuple(m.headers for m in ab.match) if active else (),
                       ab=ABSplit(percent=ro.weight, header=ab.sticky_header))
-    return _Progress(ro, pods, traffic, f"A/B test ({how})", hold=True)
+    return _Progress(ro, pods, traffic, f"A/B test ({how})" + ("" if ro.promoting else clock), hold=True)
+
+
+def _span(secs: float) -> str:
+    """Seconds as a duration is written, rounded up to a whole second.
+
+    >>> _span(12), _span(90.2), _span(3600), _span(0), _span(86400 + 61)
+    ('12s', '1m31s', '1h', '0s', '24h1m1s')
+    """
+    s = max(0, math.ceil(secs - 1e-6))
+    h, m = s // 3600, s % 3600 // 60
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s % 60, "s")) if n) or "0s"
 
 
 # --------------------------------------------------------------------------- gates
@@ -635,7 +680,7 @@ def _attempt(inp: Inputs, notes: _Notes) -> tuple[RolloutState, dict[str, Metric
                  started=iso(inp.now), generation=inp.generation, served=False)
     now = iso(inp.now)
     return RolloutState(revision=inp.target, rollout_hash=inp.rollout_hash, started_at=now,
-                        step_started_at=None if strategy == "BlueGreen" else now), {}
+                        step_started_at=None if strategy in ("BlueGreen", "ABTest") else now), {}
 
 
 def _continues(inp: Inputs) -> bool:

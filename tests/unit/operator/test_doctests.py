@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["modelops.domain.steps", "modelops.domain.analysis", "modelops.domain.durations",
            "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis", "modelops.domain.golden",
-           "modelops.adapters.kube", "modelops.adapters.leader", "modelops.adapters.cache"]
+           "modelops.adapters.kube", "modelops.adapters.leader", "modelops.adapters.cache", "modelops.planning.decide",
+           "modelops.planning.engines.common", "modelops.planning.engines.hosted"]
 
 
 @pytest.mark.parametrize("name", MODULES)

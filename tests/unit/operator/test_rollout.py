@@ -443,6 +443,137 @@ def test_ab_test_with_the_service_router_splits_users_the_same_way_and_an_abort_
     assert sim.phase == "RolledBack" and sim.split() is None and sim.service_revision("chat") == v1
 
 
+def _event_messages(sim: Sim, reason: str) -> list[str]:
+    return [e.message for p in sim.plans for e in p.events if e.reason == reason]
+
+
+def test_an_ab_test_with_a_duration_is_promoted_when_it_is_over_and_every_metric_passed() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "duration": "30s"}, analysis=ANALYSIS))
+    sim.step()  # the challenger comes up: the test's clock has not started
+    assert "30s once the challenger is ready" in sim.status["message"]
+    plan = sim.step(UP)  # ready at its share: the test starts
+    assert sim.split()["percent"] == 20 and "30s of 30s left" in sim.status["message"]
+    assert plan.requeue_after is not None and plan.requeue_after <= 30
+    for left in (20, 10, 1):
+        plan = sim.step(10 if left > 1 else 9, measurements=healthy())
+        assert f"{left}s of 30s left" in sim.status["message"]
+        assert plan.requeue_after is not None and plan.requeue_after <= left, "it would wake after the test ended"
+        assert sim.phase == "Progressing" and sim.status["stableRevision"] == v1
+    assert len(_event_messages(sim, "Promoted")) == 1  # v1's, at first
+    sim.step(1, measurements=healthy())  # 30 s: over, every metric Successful on data measured during it
+    assert "promoting (the A/B test ran 30s and every metric passed)" in sim.status["message"]
+    sim.settle()
+    assert sim.phase == "Healthy" and sim.status["stableRevision"] == v2 and sim.route_weights() == {v2: 100}
+    assert sim.split() is None and sim.replicas(v1) == 0
+    promoted = _event_messages(sim, "Promoted")
+    assert len(promoted) == 2 and "(the A/B test ran 30s and every metric passed)" in promoted[-1]
+    no_outage(sim)
+
+
+def test_an_ab_test_over_with_inconclusive_data_pauses_for_a_person_and_is_not_promoted() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "duration": "30s"}, analysis=ANALYSIS))
+    thin = [measure("error-rate", value=0.0, samples=3)]
+    sim.step()
+    sim.step(UP)
+    sim.step(20, measurements=thin)
+    assert sim.phase == "Progressing", "thin data before the test is over holds it, as without a duration"
+    sim.step(10, measurements=thin)  # over, too few samples to decide
+    assert sim.phase == "Paused" and sim.status["rollout"]["pauseReason"] == "Inconclusive"
+    assert "30s over" in sim.status["message"] and "fewer than minSamples 20" in sim.status["message"]
+    for _ in range(5):
+        sim.step(60, measurements=thin)
+    assert sim.phase == "Paused" and sim.status["stableRevision"] == v1
+    assert sim.split()["percent"] == 20  # the test goes on while a person decides
+    assert len(_event_messages(sim, "Promoted")) == 1 and sim.events().count("Paused") == 1
+
+
+def test_an_ab_test_with_a_failing_metric_rolls_back_before_its_duration_is_over() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "duration": "1h"}, analysis=ANALYSIS))
+    sim.step()
+    sim.step(UP)
+    sim.step(10, measurements=healthy())
+    assert "59m50s of 1h left" in sim.status["message"]
+    sim.step(10, measurements=[measure("error-rate", value=0.2, samples=100)])
+    assert sim.phase == "RolledBack" and sim.status["stableRevision"] == v1
+    assert "error-rate = 0.2 is above max 0.05" in sim.condition("Degraded")["message"]
+    sim.settle()
+    assert sim.split() is None and sim.replicas(v2) == 0 and sim.route_weights() == {v1: 100}
+    assert len(_event_messages(sim, "Promoted")) == 1
+
+
+def test_a_manual_pause_stops_the_clock_of_an_ab_test() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "duration": "30s"}, analysis=ANALYSIS))
+    sim.step()
+    sim.step(UP)
+    sim.step(10, measurements=healthy())
+    sim.annotate("pause")
+    sim.step(measurements=healthy())  # paused by hand 10 s into the test
+    assert sim.phase == "Paused" and sim.status["rollout"]["pauseReason"] == "Manual"
+    for _ in range(5):
+        sim.step(60, measurements=healthy())  # five minutes: far past the 30 s, but paused
+    assert sim.phase == "Paused" and sim.status["stableRevision"] == v1
+    assert "20s of 30s left" in sim.status["message"]
+    sim.annotate("resume")
+    sim.step(1, measurements=healthy())  # resumed in this pass: the clock runs from here
+    assert sim.phase == "Progressing" and "20s of 30s left" in sim.status["message"]
+    sim.step(1, measurements=healthy())
+    assert "19s of 30s left" in sim.status["message"]
+    sim.step(18, measurements=healthy())  # 29 s of un-paused time
+    assert sim.status["stableRevision"] == v1 and not sim.status["rollout"].get("promoting")
+    sim.step(1, measurements=healthy())
+    sim.settle()
+    assert sim.status["stableRevision"] == v2 and sim.phase == "Healthy"
+    assert "the A/B test ran 30s" in _event_messages(sim, "Promoted")[-1]
+
+
+def test_an_ab_test_whose_challenger_loses_its_pods_starts_its_clock_again() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20, "duration": "30s"}))
+    sim.step()
+    sim.step(UP)
+    sim.step(20)
+    assert "10s of 30s left" in sim.status["message"]
+    sim.never_ready.add(v2)  # its pods stop being ready: its users go back to the stable revision
+    sim.step(5)
+    assert sim.status["canaryWeight"] == 0 and sim.traffic() == {v1: 1.0}
+    assert "30s once the challenger is ready" in sim.status["message"]
+    sim.release(v2)
+    sim.step(60)
+    assert "30s of 30s left" in sim.status["message"] and sim.status["stableRevision"] == v1
+    sim.step(29)
+    assert sim.status["stableRevision"] == v1
+    sim.step(1)  # no metrics: 30 s without a gap is all it takes
+    sim.settle()
+    assert sim.status["stableRevision"] == v2
+    assert "(the A/B test ran 30s and had no metrics to check)" in _event_messages(sim, "Promoted")[-1]
+
+
+def test_an_ab_test_without_a_duration_is_still_held_after_a_long_time() -> None:
+    sim, v1, v2 = started(spec("ABTest", abTest={"weight": 20}, analysis=ANALYSIS))
+    sim.step()
+    sim.step(UP)
+    for _ in range(12):
+        sim.step(600, measurements=healthy())  # two hours of healthy data
+    assert sim.phase == "Progressing" and sim.status["stableRevision"] == v1 and sim.split()["percent"] == 20
+    assert " left" not in sim.status["message"] and "promoting" not in sim.status["message"]
+    assert len(_event_messages(sim, "Promoted")) == 1
+
+
+def test_an_ab_test_written_before_duration_existed_keeps_its_rollout_hash() -> None:
+    """An operator upgrade must not restart a running A/B test: an unset duration is not in the hash."""
+    import hashlib
+    import json
+
+    from modelops.planning import reconcile
+
+    held = ModelDeploymentSpec.model_validate(spec("ABTest", abTest={"weight": 20}))
+    doc = {"rollout": held.rollout.model_dump(mode="json", exclude={"notify"}), "router": "gateway-api"}
+    assert "duration" not in doc["rollout"]["ab_test"]
+    before = {**doc, "rollout": {**doc["rollout"], "ab_test": {"weight": 20, "match": [], "sticky_header": "x-user-id"}}}
+    assert reconcile.rollout_hash(held) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    timed = ModelDeploymentSpec.model_validate(spec("ABTest", abTest={"weight": 20, "duration": "1h"}))
+    assert reconcile.rollout_hash(timed) != reconcile.rollout_hash(held)  # setting one starts the test afresh
+
+
 GOLDEN = {"prePromotion": {"goldenPrompts": [
     {"prompt": "Reply with the word ok.", "expect": {"regex": "(?i)\\bok\\b", "maxLatency": "5s"}},
     {"prompt": "Return {\"label\": ...} as JSON.", "expect": {"jsonSchema": {
