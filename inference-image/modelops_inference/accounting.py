@@ -6,6 +6,9 @@ report output and prompt tokens: the engine's ``usage`` when it sends one (vLLM 
 Ollama with ``stream_options.include_usage``, every non-streaming response), else
 one token per streamed chunk that carries content (vLLM, Ollama and llama.cpp
 send one token per chunk). A stream that carries an ``error`` event is noted.
+
+``estimate_prompt_tokens`` guesses a request's prompt tokens from its text, for the one
+thing that needs a number when the engine reports no usage: a hosted price per prompt token.
 """
 
 from __future__ import annotations
@@ -21,6 +24,41 @@ _HAS_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
 # engine: after a newline (the literal prefix keeps the engine off other bytes), greedy to the
 # line's end, then back to its last text field, so at most one match per line.
 _TEXT_LINES = re.compile(rb'\ndata:[^\n]*"(?:content|text)"[ \t\r]*:[ \t\r]*"(?!")')
+
+
+# An estimate, not a tokenizer: about 4 characters a token (OpenAI's rule of thumb for English),
+# plus a few tokens per chat message for its role and delimiters (OpenAI's cookbook counts 3-4).
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+def _text_tokens(value: Any) -> int:
+    """Estimated tokens of a prompt or content field: a string, text parts, or token ids (counted exactly)."""
+    if isinstance(value, str):
+        return -(-len(value) // CHARS_PER_TOKEN)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1  # a token id (completions and embeddings accept token arrays)
+    if isinstance(value, list):
+        return sum(_text_tokens(v) for v in value)
+    if isinstance(value, dict):  # a content part: {"type": "text", "text": ...}; images and audio are not counted
+        return _text_tokens(value.get("text"))
+    return 0
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """An ESTIMATE of the prompt tokens of a request as sent to the engine, from its text: chat
+    ``messages`` (string content or text parts), completions' ``prompt``, embeddings' ``input``.
+    Tool definitions, images and audio are not counted. Used only when the engine reports no usage.
+
+    >>> estimate_prompt_tokens({"messages": [{"role": "user", "content": "What is 2 + 2?"}]})
+    8
+    >>> estimate_prompt_tokens({"prompt": ["Once upon", [1, 2, 3]]}), estimate_prompt_tokens({})
+    (6, 0)
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return sum(TOKENS_PER_MESSAGE + _text_tokens(m.get("content")) for m in messages if isinstance(m, dict))
+    return _text_tokens(body.get("prompt", body.get("input")))
 
 
 def _usage_numbers(usage: Any) -> tuple[int, int] | None:

@@ -7,7 +7,8 @@ Two kinds of price, both from settings the operator writes (``settings.py``):
   Prometheus scrape sees ``price x elapsed`` and ``rate()`` gives the hourly price / 3600);
 - hosted: ``MODELOPS_PRICE_INPUT_PER_MTOK`` and ``MODELOPS_PRICE_OUTPUT_PER_MTOK`` dollars
   per million prompt and output tokens, accrued per request from the tokens the gateway
-  counts (``accounting``: the engine's usage, else one output token per streamed chunk).
+  counts (``accounting``: the engine's usage, else one output token per streamed chunk and
+  the prompt's tokens estimated from its text, ``estimate_prompt_tokens``).
 
 Both may be set; a price left unset adds nothing, and with no price at all the meter is
 unpriced: the gateway then exports no cost, so a cost template finds no data (Inconclusive)

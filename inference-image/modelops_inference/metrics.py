@@ -170,7 +170,9 @@ class GatewayMetrics:
 
     def request_finished(self, route: str, code: int, duration: float, *, ttft: float | None = None,
                          stream: bool = False, output_tokens: int = 0, prompt_tokens: int = 0,
-                         fallback: bool = False) -> None:
+                         fallback: bool = False, estimated_prompt_tokens: int = 0) -> None:
+        """``estimated_prompt_tokens``: a guess from the request's text when the engine reported no usage
+        (``accounting.estimate_prompt_tokens``); it is charged at the prompt price, never counted as tokens."""
         self._inflight.dec()
         self._child(self.requests, route, str(code)).inc()
         self._child(self.duration, route).observe(duration)
@@ -180,10 +182,15 @@ class GatewayMetrics:
             self._child(self.output_tokens, route).inc(output_tokens)
         if prompt_tokens:
             self._child(self.prompt_tokens, route).inc(prompt_tokens)
-        if self._cost is not None and (output_tokens or prompt_tokens):
-            self._cost.add_tokens(prompt=prompt_tokens, output=output_tokens)
+        if self._cost is not None and (output_tokens or prompt_tokens or estimated_prompt_tokens):
+            self._cost.add_tokens(prompt=prompt_tokens or estimated_prompt_tokens, output=output_tokens)
         if fallback:
             self._child(self.fallback, route).inc()
+
+    @property
+    def prices_prompts(self) -> bool:
+        """Prompt tokens cost money here (a hosted price per prompt token): worth estimating when not reported."""
+        return self._cost is not None and self._cost.input_per_mtok is not None
 
     def request_left(self) -> None:
         """A request handed on without an answer of its own (an unreachable A/B challenger: served here next)."""

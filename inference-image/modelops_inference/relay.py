@@ -59,8 +59,12 @@ class RelayResponse(Response):
     def __init__(self, *, opener: Callable[[], AsyncIterator[Head | bytes]], route: str, stream: bool,
                  started: float, metrics: GatewayMetrics, extra_headers: list[tuple[bytes, bytes]],
                  on_broken: Callable[[str], None] | None = None, ids: ResponseIds | None = None,
-                 expect: Expectation | None = None, answer_limit: int = 1 << 20) -> None:
+                 expect: Expectation | None = None, answer_limit: int = 1 << 20,
+                 prompt_estimate: Callable[[], int] | None = None) -> None:
         self.background = None
+        # the request's prompt tokens, estimated from its text: charged when the engine reports no
+        # usage (a stream without stream_options.include_usage), so a hosted prompt price is not lost
+        self.prompt_estimate = prompt_estimate
         self.ids = ids  # stamp response ids (chat, completions)
         self.expect = expect  # the request asked for JSON: judge the answer
         self.answer_limit = answer_limit
@@ -95,9 +99,14 @@ class RelayResponse(Response):
             if self._head is not None and self._head.upstream.revision is not None:  # an A/B challenger answered
                 self.metrics.forward_finished(self.route, self._head.upstream.revision, self.code)
             else:
+                prompt_tokens = tally.prompt_tokens
+                # No usage reported, yet the engine took the prompt (it answered 200): an estimate, for the cost
+                estimated = self.prompt_estimate() if self.prompt_estimate is not None and not prompt_tokens and \
+                    self._head is not None and self._head.status == 200 else 0
                 self.metrics.request_finished(
                     self.route, self.code, time.perf_counter() - self.started, ttft=self.ttft, stream=self.stream,
-                    output_tokens=tally.output_tokens, prompt_tokens=tally.prompt_tokens, fallback=fallback)
+                    output_tokens=tally.output_tokens, prompt_tokens=prompt_tokens, fallback=fallback,
+                    estimated_prompt_tokens=estimated)
                 if self._answer is not None and self.code == 200:  # complete: not broken off, nor left
                     self._judge(tally)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .accounting import estimate_prompt_tokens
 from .defaults import ServingConfig, predict_request, predict_result
 from .disconnect import ClientGone, cancel_on_disconnect
 from .feedback import SeenIds, parse_feedback
@@ -225,7 +226,9 @@ class GatewayService:
                              on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"),
                              ids=self.ids if route in STAMPED_ROUTES else None,
                              expect=expectation(body) if route in STAMPED_ROUTES else None,
-                             answer_limit=self.settings.structured_output_max_bytes)
+                             answer_limit=self.settings.structured_output_max_bytes,
+                             prompt_estimate=partial(estimate_prompt_tokens, body) if self.metrics.prices_prompts
+                             else None)
 
     # --- models, readiness, reload ------------------------------------------------------
     def models_list(self) -> dict[str, Any]:

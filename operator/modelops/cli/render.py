@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelops.domain.source import hosted_source
+
 BAR = 20
 CURRENT, DONE, TODO = "▶", "✔", " "
 
@@ -87,6 +89,78 @@ def steps(obj: dict[str, Any]) -> list[str]:
     return lines
 
 
+def money(value: float) -> str:
+    """Dollars per million tokens, to the cent.
+
+    >>> money(0.4), money(12.345), money(0.004), money(0)
+    ('$0.40', '$12.35', '<$0.01', '$0.00')
+    """
+    return "<$0.01" if 0 < value < 0.005 else f"${value:.2f}"
+
+
+def percentage(value: float) -> str:
+    """A share as a percentage.
+
+    >>> percentage(0.875), percentage(0.0123), percentage(1)
+    ('87.5%', '1.2%', '100.0%')
+    """
+    return f"{value * 100:.1f}%"
+
+
+# What a user weighs the variants of a rollout by: analysis templates, their column and format.
+# The table is drawn when cost or satisfaction is analysed; invalid JSON is a column of it then.
+VARIANT_COLUMNS = {"costPerMillionTokens": ("COST $/MTOK", money), "satisfaction": ("SATISFACTION", percentage),
+                   "invalidJsonRate": ("INVALID JSON", percentage)}
+VARIANT_TEMPLATES = ("costPerMillionTokens", "satisfaction")
+
+
+def variants(obj: dict[str, Any]) -> list[str]:
+    """Cost and satisfaction of each revision of a rollout in progress, side by side, from
+    ``status.analysis``: the new revision's ``value``, the stable's ``stableValue`` (measured for
+    relative metrics and in A/B tests), for the first metric of each template. "-": not measured
+    (yet). Nothing when no costPerMillionTokens or satisfaction metric is configured."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    rollout = spec.get("rollout") or {}
+    if not status.get("canaryRevision"):
+        return []
+    chosen: dict[str, str] = {}  # template -> the metric's name (its key in status.analysis)
+    for m in (rollout.get("analysis") or {}).get("metrics") or []:
+        if isinstance(m, dict) and m.get("template") in VARIANT_COLUMNS and m.get("name"):
+            chosen.setdefault(m["template"], m["name"])
+    if not any(t in chosen for t in VARIANT_TEMPLATES):
+        return []
+    columns = [t for t in VARIANT_COLUMNS if t in chosen]
+    analysis = status.get("analysis") or {}
+    rows = [["VARIANT", "REVISION", *[VARIANT_COLUMNS[t][0] for t in columns]]]
+    for revision, role, _ in weights(status):
+        cells = []
+        for t in columns:
+            m = analysis.get(chosen[t])
+            v = m.get("stableValue" if role == "stable" else "value") if isinstance(m, dict) else None
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            cells.append(VARIANT_COLUMNS[t][1](v) if ok else "-")
+        if role == "canary" and rollout.get("strategy") == "ABTest":
+            role = "challenger"
+        rows.append([role, revision, *cells])
+    return table(rows)
+
+
+def served_from(spec: dict[str, Any]) -> str:
+    """The model source, or for a hosted engine the API (as the operator's status and history say it).
+
+    >>> served_from({"engine": {"type": "hosted", "hosted": {"model": "gemini-2.0-flash",
+    ...                                                     "url": "https://generativelanguage.googleapis.com"}}})
+    'gemini-2.0-flash at https://generativelanguage.googleapis.com'
+    >>> served_from({"model": {"source": "hf://google/gemma-2-9b-it"}})
+    'hf://google/gemma-2-9b-it'
+    """
+    engine = spec.get("engine") or {}
+    hosted = engine.get("hosted") or {}
+    if engine.get("type") == "hosted" and hosted.get("model"):
+        return hosted_source(hosted["model"], hosted.get("url", ""))
+    return (spec.get("model") or {}).get("source", "")
+
+
 def bar(percent: int) -> str:
     filled = round(BAR * max(0, min(100, percent)) / 100)
     return "█" * filled + "░" * (BAR - filled)
@@ -102,7 +176,7 @@ def describe(obj: dict[str, Any]) -> str:
     lines = [
         f"Name:         {meta.get('name', '')}",
         f"Namespace:    {meta.get('namespace', '')}",
-        f"Model:        {model.get('name', '')} ({engine.get('type', 'vllm')}, {model.get('source', '')})",
+        f"Model:        {model.get('name', '')} ({engine.get('type', 'vllm')}, {served_from(spec)})",
         f"Strategy:     {rollout.get('strategy', 'Canary')}",
         f"Phase:        {phase}" + ("  (the operator has not observed the latest spec yet)" if stale else ""),
     ]
@@ -125,6 +199,9 @@ def describe(obj: dict[str, Any]) -> str:
     drawn = steps(obj)
     if drawn:
         lines += ["", "Steps:", *drawn]
+    compared = variants(obj)
+    if compared:
+        lines += ["", "Variants:", *compared]
     analysis = status.get("analysis") or {}
     if analysis:
         rows = [["METRIC", "VERDICT", "VALUE", "STABLE", "SAMPLES", "OK/FAILED/INCONCLUSIVE", "MEASURED", "MESSAGE"]]

@@ -21,6 +21,16 @@ class Source:
         return f"{self.scheme}://{self.location}" + (f"/{self.path}" if self.path else "")
 
 
+def hosted_source(model: str, url: str) -> str:
+    """Where a hosted revision's answers come from (it has no model source), in the words status,
+    history and the kubectl plugin show.
+
+    >>> hosted_source("gpt-4o-mini", "https://api.example.com/v1")
+    'gpt-4o-mini at https://api.example.com/v1'
+    """
+    return f"{model} at {url}"
+
+
 def parse_source(uri: str) -> Source:
     """Parse a model source URI.
 

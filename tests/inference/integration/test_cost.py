@@ -13,6 +13,7 @@ from typing import Callable
 import httpx
 import pytest
 
+from modelops_inference.accounting import estimate_prompt_tokens
 from tests.components.servers import Gateway, StubEngine
 from tests.inference.helpers import samples, value
 from tests.support.wait import wait_for
@@ -70,6 +71,33 @@ def test_a_hosted_revision_costs_its_token_prices(start_gateway: Callable[..., G
     assert delta(COST) == pytest.approx((prompt * price_in + output * price_out) / 1e6)
     [(labels, _)] = samples(after, COST)
     assert labels["revision"] == "chat-r1" and labels["model"] == "chat"
+
+
+def test_a_stream_without_usage_still_pays_for_its_prompt_by_estimate(start_gateway: Callable[..., Gateway],
+                                                                        fresh_stub: StubEngine) -> None:
+    """The stub sends no usage chunk unless asked (stream_options.include_usage), like most engines and
+    providers: the prompt's tokens are estimated from its text for the cost; the token counter stays honest."""
+    price_in, price_out = 2.5, 10.0
+    gw = start_gateway(env(fresh_stub, MODELOPS_PRICE_INPUT_PER_MTOK=str(price_in),
+                           MODELOPS_PRICE_OUTPUT_PER_MTOK=str(price_out)))
+    before = gw.metrics()
+    messages = [{"role": "system", "content": "You answer in one short sentence. " * 20},
+                {"role": "user", "content": [{"type": "text", "text": "How far away is the Moon, roughly?"}]}]
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=10, json={
+            "model": "chat", "messages": messages, "max_tokens": 7, "stream": True}) as s:
+        raw = s.read()
+    assert b'"usage"' not in raw  # the case at hand: nothing reported
+    after = gw.metrics()
+
+    def delta(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    sent = fresh_stub.stats()["last_body"]  # what the gateway sent the engine: the estimate's input
+    estimate = estimate_prompt_tokens(sent)
+    assert estimate > 20 * 34 // 4  # the long system prompt is in it
+    assert delta("modelops_gateway_prompt_tokens_total") == 0  # not reported: not counted as tokens
+    assert delta("modelops_gateway_output_tokens_total") == 7  # one per streamed chunk
+    assert delta(COST) == pytest.approx((estimate * price_in + 7 * price_out) / 1e6)
 
 
 def test_with_no_price_there_is_no_cost_rather_than_a_free_revision(start_gateway: Callable[..., Gateway],

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelops_inference.accounting import BodyTally, StreamTally
+from modelops_inference.accounting import TOKENS_PER_MESSAGE, BodyTally, StreamTally, estimate_prompt_tokens
 
 
 def chunk(text: str | None = None, finish: str | None = None) -> dict:
@@ -75,3 +75,19 @@ def test_large_bodies_are_not_kept_and_count_nothing() -> None:
     b = BodyTally(limit=10)
     b.feed(b'{"usage": {"completion_tokens": 5}, "pad": "' + b"x" * 100 + b'"}')
     assert b.output_tokens == 0
+
+
+@pytest.mark.parametrize("body, tokens", [
+    ({"messages": [{"role": "user", "content": "x" * 40}]}, TOKENS_PER_MESSAGE + 10),
+    ({"messages": [{"role": "system", "content": "abc"},  # parts: text counted, an image not
+                   {"role": "user", "content": [{"type": "text", "text": "x" * 8},
+                                                {"type": "image_url", "image_url": {"url": "data:..."}}]},
+                   {"role": "assistant", "content": None, "tool_calls": []}]}, 3 * TOKENS_PER_MESSAGE + 1 + 2),
+    ({"prompt": "x" * 9}, 3),
+    ({"prompt": [[1, 2, 3], [4]]}, 4),  # token ids are counted exactly
+    ({"input": ["ab", "cd"]}, 2),
+    ({"messages": "not a list"}, 0),
+    ({}, 0),
+])
+def test_a_prompt_is_estimated_from_its_text(body: dict, tokens: int) -> None:
+    assert estimate_prompt_tokens(body) == tokens

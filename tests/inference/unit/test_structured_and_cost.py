@@ -115,6 +115,18 @@ def test_token_prices_apply_to_the_tokens_the_gateway_counts() -> None:
     assert cost == pytest.approx(prompt * 1 + output * 2)
 
 
+def test_an_estimated_prompt_is_charged_when_no_usage_came_but_never_counted_as_tokens() -> None:
+    m = GatewayMetrics("chat", "r1", "openai", cost=CostMeter(input_per_mtok=1e6, output_per_mtok=2e6))
+    assert m.prices_prompts and not GatewayMetrics("chat", "r1", "vllm", cost=CostMeter(per_hour=1)).prices_prompts
+    m.request_started()
+    m.request_finished("chat", 200, 0.1, stream=True, output_tokens=3, estimated_prompt_tokens=40)
+    m.request_started()  # reported usage wins over the estimate
+    m.request_finished("chat", 200, 0.1, stream=True, output_tokens=1, prompt_tokens=5, estimated_prompt_tokens=40)
+    text = m.exposition()[0].decode()
+    assert value(text, "modelops_gateway_prompt_tokens_total") == 5
+    assert value(text, "modelops_gateway_cost_dollars_total") == pytest.approx((40 + 5) * 1 + (3 + 1) * 2)
+
+
 def test_an_unpriced_gateway_exports_no_cost() -> None:
     text = GatewayMetrics("chat", "r1", "vllm", cost=CostMeter()).exposition()[0].decode()
     assert samples(text, "modelops_gateway_cost_dollars_total") == []

@@ -12,7 +12,8 @@ import yaml
 from modelops.config import OperatorConfig
 from modelops.domain.spec import GROUP, PLURAL
 
-from .helm import CHART, GOLDEN, KUBE_VERSION, ROOT, VALUES, find, helm, objects, only_env, template, values_file
+from .helm import (CHART, GOLDEN, KUBE_VERSION, ROOT, VALUES, find, helm, objects, only_env, operator_env, template,
+                   values_file)
 
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 
@@ -167,7 +168,8 @@ def test_the_chart_runs_the_operator_with_options_and_settings_it_knows() -> Non
                                     {"operator": {"gpuTypes": {"nvidia-l4": []}}}, {"image": {"pullPolicy": "Sometimes"}},
                                     {"peering": {"enabled": True}},  # removed: refused, not ignored
                                     {"leaderElection": {"enabled": "yes"}}, {"leaderElection": {"leaseDuration": 0}},
-                                    {"leaderElection": {"retryPeriod": -1}}, {"leaderElection": {"id": "x"}}])
+                                    {"leaderElection": {"retryPeriod": -1}}, {"leaderElection": {"id": "x"}},
+                                    {"operator": {"splitSyncSeconds": -1}}, {"operator": {"splitSyncSeconds": "1m"}}])
 def test_values_schema_refuses_mistakes(values, tmp_path: Path) -> None:
     out = helm("template", "x", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(values_file(values, tmp_path)),
                check=False)
@@ -274,9 +276,9 @@ def test_values_defaults_are_the_operator_defaults() -> None:
     values = all_values["operator"]
     cfg = OperatorConfig()
     assert (values["vllmImage"], values["ollamaImage"], values["inferenceImage"], values["gpuResource"],
-            values["modelCacheSize"], values["resyncSeconds"], values["revisionHistory"]) == \
+            values["modelCacheSize"], values["resyncSeconds"], values["revisionHistory"], values["splitSyncSeconds"]) == \
         (cfg.vllm_image, cfg.ollama_image, cfg.inference_image, cfg.gpu_resource, cfg.model_cache_size,
-         cfg.resync_seconds, cfg.revision_history)
+         cfg.resync_seconds, cfg.revision_history, cfg.split_sync_seconds)
     election = all_values["leaderElection"]
     assert (election["leaseDuration"], election["renewDeadline"], election["retryPeriod"]) == \
         (cfg.lease_duration_seconds, cfg.renew_deadline_seconds, cfg.retry_period_seconds)
@@ -296,6 +298,15 @@ def test_operator_env_is_read_by_the_operator_config(monkeypatch: pytest.MonkeyP
         ("registry.local/vllm:1", "amd.com/gpu", 15.0, 8080)
     default_env = {e["name"] for e in _pod(objects(template({})))["containers"][0]["env"]}
     assert "MODELOPS_GPU_TYPES" not in default_env  # empty map: the operator's built-in one
+
+
+def test_split_sync_seconds_reaches_the_operator_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """operator.splitSyncSeconds (the kubelets' ConfigMap sync) becomes MODELOPS_SPLIT_SYNC_SECONDS."""
+    assert operator_env({})["MODELOPS_SPLIT_SYNC_SECONDS"] == "90"
+    only_env(monkeypatch, operator_env({"operator": {"splitSyncSeconds": 150}}))
+    assert OperatorConfig().split_sync_seconds == 150.0
+    only_env(monkeypatch, operator_env({"operator": {"splitSyncSeconds": 12.5}}))
+    assert OperatorConfig().split_sync_seconds == 12.5
 
 
 def test_leader_election_env_is_read_by_the_operator_config(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,3 +91,59 @@ def test_an_ab_test_shows_the_challenger_and_the_share_of_users() -> None:
     text = render.describe(obj)
     assert "Traffic (share of users, assigned by the stable revision's gateway):" in text
     assert "challenger" in text and " canary " not in text
+
+
+def _with_metrics(obj: dict, metrics: list[dict], values: dict[str, dict]) -> dict:
+    obj["metadata"]["namespace"] = "ml"
+    obj["spec"]["rollout"]["analysis"]["metrics"] += metrics
+    obj["status"]["analysis"].update(values)
+    return obj
+
+
+COST_AND_SATISFACTION = [{"name": "cost", "template": "costPerMillionTokens", "max": 1.0},
+                         {"name": "happy", "template": "satisfaction", "minRatioToStable": 0.9},
+                         {"name": "json", "template": "invalidJsonRate", "max": 0.02}]
+
+
+def test_a_rollout_shows_cost_and_satisfaction_per_variant() -> None:
+    obj = _with_metrics(fixture("progressing-canary"), COST_AND_SATISFACTION, {
+        "cost": {"verdict": "Successful", "value": 0.4312, "stableValue": 0.8},
+        "happy": {"verdict": "Successful", "value": 0.855, "stableValue": 0.82},
+        "json": {"verdict": "Inconclusive", "value": None}})  # no judged answers yet
+    assert render.variants(obj) == [
+        "  VARIANT  REVISION       COST $/MTOK  SATISFACTION  INVALID JSON",
+        "  stable   chat-7d9f8c21  $0.80        82.0%         -",
+        "  canary   chat-5b6a21e0  $0.43        85.5%         -"]
+    text = render.describe(obj)
+    assert "\nVariants:\n" + "\n".join(render.variants(obj)) + "\n\nAnalysis:\n" in text
+
+
+def test_an_ab_test_names_the_challenger_and_a_budget_metric_has_no_stable_value() -> None:
+    obj = _with_metrics(fixture("progressing-canary"), COST_AND_SATISFACTION[:1],
+                        {"cost": {"verdict": "Successful", "value": 12.345}})
+    obj["spec"]["rollout"]["strategy"] = "ABTest"
+    assert render.variants(obj)[1:] == ["  stable      chat-7d9f8c21  -", "  challenger  chat-5b6a21e0  $12.35"]
+
+
+def test_no_variant_table_without_a_cost_or_satisfaction_metric_or_a_rollout() -> None:
+    plain = fixture("progressing-canary")  # errorRate and ttftP95 only
+    assert render.variants(plain) == [] and "Variants:" not in render.describe({**plain, "metadata": {"name": "c"}})
+    only_json = _with_metrics(fixture("progressing-canary"), COST_AND_SATISFACTION[2:], {"json": {"value": 0.01}})
+    assert render.variants(only_json) == []
+    done = _with_metrics(fixture("progressing-canary"), COST_AND_SATISFACTION, {"cost": {"value": 0.4}})
+    done["status"].pop("canaryRevision")  # no rollout in progress: nothing to compare
+    assert render.variants(done) == []
+
+
+def test_a_hosted_revision_shows_its_model_and_api_as_the_operator_does() -> None:
+    from modelops.domain.spec import HostedEngine
+    from modelops.planning.engines import hosted
+
+    spec = {"model": {"name": "chat"}, "engine": {"type": "hosted", "hosted": {
+        "url": "https://generativelanguage.googleapis.com/v1beta/openai", "model": "gemini-2.0-flash"}}}
+    text = render.describe({"metadata": {"name": "chat", "namespace": "ml"}, "spec": spec})
+    assert "Model:        chat (hosted, gemini-2.0-flash at https://generativelanguage.googleapis.com/v1beta/openai)" \
+        in text
+    # the operator's words for status and history (the plugin may not import planning: both use the domain's)
+    assert render.served_from(spec) == hosted.describe(HostedEngine.model_validate(spec["engine"]["hosted"]))
+    assert render.served_from({"model": {"source": "gs://m/"}, "engine": {"type": "vllm"}}) == "gs://m/"

@@ -70,8 +70,41 @@ def test_the_panels_the_issue_asks_for() -> None:
     assert e["ModelDeployments by phase"] == ["sum by (phase) (modelops_modeldeployments)"]
     assert "increase(modelops_rollbacks_total[$__range])" in e["Rollbacks in the time range"][0]
     for title in ("Traffic split by revision", "Error rate (5xx) by revision", "Time to first token p95 by revision",
-                  "Request latency p95 by revision", "Requests per second by revision"):
+                  "Request latency p95 by revision", "Requests per second by revision", *TEMPLATE_PANELS):
         assert all('model=~"$model"' in x for x in e[title]), title
+
+
+# Panels that show an analysis template per revision, so a user sees the number the verdict was made of.
+TEMPLATE_PANELS = {"Cost per million tokens by revision": "costPerMillionTokens",
+                   "User satisfaction by revision": "satisfaction",
+                   "Invalid JSON rate by revision": "invalidJsonRate"}
+SELECTOR = re.compile(r'\b(rate|increase)\((modelops_[a-z_]+)\{([^}]*)\}\[')
+
+
+def selectors(expr: str, drop: set[str]) -> set[tuple[str, str, tuple[str, ...]]]:
+    """(function, metric, the other matchers) of every range selector: what a query is made of."""
+    out = set()
+    for fn, metric, matchers in SELECTOR.findall(expr):
+        kept = tuple(sorted(m.strip() for m in matchers.split(",") if m.strip() and
+                            re.split(r"[=!~]", m.strip())[0] not in drop))
+        out.add((fn, metric, kept))
+    return out
+
+
+@pytest.mark.parametrize("title", sorted(TEMPLATE_PANELS))
+def test_cost_and_user_panels_compute_what_the_analysis_templates_do(title: str) -> None:
+    """The same counters, functions and matchers as the operator's template, per (model, revision)
+    instead of for one revision: the panel is the value the analysis judges."""
+    from modelops.planning.analysis import TEMPLATES, render
+
+    template = render(TEMPLATES[TEMPLATE_PANELS[title]], revision="r", stable=None, namespace="ns", name="n",
+                      window="5m")
+    [panel] = exprs()[title]
+    assert selectors(panel, {"model"}) == selectors(template, {"namespace", "revision"}) != set()
+    assert panel.count("sum") == panel.count("sum by (model, revision) (")  # every sum is per revision
+    assert ("* 1e6" in panel) == ("* 1e6" in template)
+    unit = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in panels()}[title]
+    assert unit == ("currencyUSD" if title.startswith("Cost") else "percentunit")
 
 
 def test_the_operator_panels_for_leader_election_work_queue_and_cache() -> None:

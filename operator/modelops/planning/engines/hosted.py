@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelops.domain.source import hosted_source
 from modelops.domain.spec import HostedEngine
 
 from .common import PlanError, PodContext, gateway_container, gateway_volumes, secret_volume
@@ -48,7 +49,7 @@ def describe(hosted: HostedEngine) -> str:
     >>> describe(HostedEngine(url="https://api.example.com/v1", model="gpt-4o-mini"))
     'gpt-4o-mini at https://api.example.com/v1'
     """
-    return f"{hosted.model} at {hosted.url}"
+    return hosted_source(hosted.model, hosted.url)  # shared with the kubectl plugin, which reads raw objects
 
 
 def gateway(ctx: PodContext) -> dict[str, Any]:
