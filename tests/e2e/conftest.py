@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.kube import ClusterHandle
 from tests.support.operator import OperatorProcess
+from tests.support.prometheus import PrometheusServer
 from tests.support.receiver import Receiver, serving
 
 if TYPE_CHECKING:
@@ -30,6 +31,16 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["FakeGCS"]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[PrometheusServer]:
+    """Real Prometheus, scraping the harness's stand-in gateways (one per test module)."""
+    prom = PrometheusServer().start()
+    try:
+        yield prom
+    finally:
+        prom.stop()
 
 
 @pytest.fixture(scope="session")

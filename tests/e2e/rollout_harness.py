@@ -37,6 +37,20 @@ windows shorter than the discovery period (a quarter of a second) can be missed;
 whose pods are available while its stand-in is still starting is not sent to (counted in
 ``deferred``, never as a failure).
 
+Like the kubelet, the harness gives a stand-in its pod's configuration: the gateway
+container's environment from the Deployment's pod template (prices, a hosted API's model name,
+key files), with every Secret volume the gateway mounts read and written to files the
+environment then points at. The addresses are the harness's own (loopback ports, the split file),
+and a self-hosted revision's engine is the stub (``openai``: it is no vLLM). A hosted revision's
+API is a stub too, standing in for the provider: it requires ``provider_key`` as its bearer token,
+so a revision that was given the wrong Secret fails its requests.
+
+Users (``users``): each request carries ``x-user-id`` from a pool of that many users, as the A/B
+split's sticky assignment expects. Ratings (``taste``): after an answer, its user rates it
+(``POST /v1/feedback`` with the response id, to the gateway the request went to, as a client
+only knows the public endpoint) thumbs up with the answering revision's probability in
+``taste``; what the gateways answered is counted in ``feedback``.
+
 Every request is recorded with the revision it went to and its status, and classified:
 ``ok``; ``outage`` (no endpoints, no such Service or route backend, connection refused: the
 router selected something that could not serve); ``error`` (an error status, a broken stream
@@ -46,6 +60,7 @@ revision the test failed with ``fail``). ``assert_no_outage`` fails on any outag
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -73,20 +88,82 @@ DISCOVERY_PERIOD = 0.25  # seconds between views of the cluster
 REQUEST_INTERVAL = 0.03  # pause between requests: about 30 requests a second with the request time
 
 
-class StandIn:
-    """One revision's pod: stub engine + real gateway, both on loopback."""
+# The pod's settings a stand-in does not take: addresses and files that are the harness's own, and
+# the GCS metadata reader's (the stand-ins serve without a serving config).
+NOT_FROM_POD = {"MODELOPS_ENGINE_URL", "MODELOPS_PORT", "MODELOPS_HOST", "MODELOPS_SPLIT_FILE", "MODELOPS_NAMESPACE",
+                "MODELOPS_METADATA_URI", "MODELOPS_METADATA_GENERATION", "STORAGE_EMULATOR_HOST",
+                "GOOGLE_CLOUD_PROJECT"}
 
-    def __init__(self, revision: str, workdir: Path, namespace: str = "") -> None:
+
+@dataclass(frozen=True)
+class PodConfig:
+    """What the kubelet would give a revision's gateway container: its environment (values only;
+    paths under Secret mounts point at the files written for them) and, for a hosted revision,
+    the provider's URL path (its OpenAI base URL's path, e.g. ``/v1``)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    hosted_path: str | None = None
+
+    @classmethod
+    def of(cls, template: dict[str, Any], secret: Any, files: Path) -> "PodConfig":
+        """``template``: the Deployment's pod template (as JSON); ``secret(name, key)``: a Secret's
+        value, read as the kubelet reads it."""
+        spec = template.get("spec") or {}
+        gateway = next((c for c in spec.get("containers") or [] if c["name"] == "gateway"), None)
+        if gateway is None:
+            return cls()
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        mounted: dict[str, Path] = {}  # mountPath -> the local directory standing in for it
+        for m in gateway.get("volumeMounts") or []:
+            source = (volumes.get(m["name"]) or {}).get("secret")
+            if source is None:
+                continue
+            local = files / m["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            for item in source.get("items") or []:
+                (local / item["path"]).write_text(secret(source["secretName"], item["key"]))
+            mounted[m["mountPath"]] = local
+        env: dict[str, str] = {}
+        for e in gateway.get("env") or []:
+            if e["name"] in NOT_FROM_POD or "value" not in e:
+                continue
+            value = e["value"]
+            for path, local in mounted.items():
+                if value.startswith(path + "/"):
+                    value = str(local) + value[len(path):]
+            env[e["name"]] = value
+        hosted_path = None
+        if env.get("MODELOPS_ENGINE") == "hosted":
+            url = next(e["value"] for e in gateway["env"] if e["name"] == "MODELOPS_ENGINE_URL")
+            hosted_path = "/" + url.split("://", 1)[1].partition("/")[2].rstrip("/")
+        else:
+            env["MODELOPS_ENGINE"] = "openai"  # the stub beside it is an OpenAI-compatible server, not vLLM
+        return cls(env, hosted_path)
+
+
+class StandIn:
+    """One revision's pod: stub engine (or, for a hosted revision, a stub provider) + real gateway,
+    both on loopback, the gateway configured as the pod's (``PodConfig``)."""
+
+    def __init__(self, revision: str, workdir: Path, namespace: str = "", pod: PodConfig | None = None,
+                 provider_key: str | None = None) -> None:
         self.revision = revision
+        pod = pod or PodConfig()
         self.stub_port, self.port = free_port(), free_port()
         self.split_file = workdir / f"{revision}.split.json"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.log = (workdir / f"{revision}.log").open("ab")
-        self.stub = subprocess.Popen([sys.executable, "-m", "tests.components.stub_upstream", "--port",
-                                      str(self.stub_port), "--tokens", "4"], cwd=ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        gw_env = dict(env, MODELOPS_ENGINE="openai", MODELOPS_ENGINE_URL=f"http://127.0.0.1:{self.stub_port}",
-                      MODELOPS_MODEL=MODEL, MODELOPS_REVISION=revision, MODELOPS_PORT=str(self.port),
+        stub = [sys.executable, "-m", "tests.components.stub_upstream", "--port", str(self.stub_port), "--tokens", "4"]
+        engine_url = f"http://127.0.0.1:{self.stub_port}"
+        if pod.hosted_path is not None:  # the provider: its API under the base URL's path, with a key
+            stub += ["--prefix", pod.hosted_path or "/v1"]
+            if provider_key:
+                stub += ["--api-key", provider_key]
+            engine_url += pod.hosted_path
+        self.stub = subprocess.Popen(stub, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        gw_env = dict(env, MODELOPS_ENGINE="openai", MODELOPS_MODEL=MODEL, MODELOPS_REVISION=revision)
+        gw_env.update(pod.env)
+        gw_env.update(MODELOPS_ENGINE_URL=engine_url, MODELOPS_PORT=str(self.port),
                       MODELOPS_NAMESPACE=namespace,  # the downward API in a pod; analysis filters on it
                       MODELOPS_HOST="127.0.0.1", MODELOPS_RETRIES="0", MODELOPS_LOG_LEVEL="warning",
                       MODELOPS_SPLIT_FILE=str(self.split_file), MODELOPS_UNREADY_INTERVAL="0.2")
@@ -191,7 +268,8 @@ class _Routing:
 class Harness:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, prometheus: PrometheusServer,
                  workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None,
-                 preview_traffic: bool = False) -> None:
+                 preview_traffic: bool = False, users: int = 0, taste: dict[str, float] | None = None,
+                 provider_key: str | None = None) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.prometheus = prometheus
         self.workdir = workdir
@@ -201,11 +279,16 @@ class Harness:
         self._procs: dict[str, StandIn] = {}  # every running stand-in, serving or not yet
         self.urls_file = urls_file  # OperatorProcess.revision_urls: {revision: base URL} of the serving stand-ins
         self.preview_traffic = preview_traffic  # also test the blue-green preview, as a person would
+        self.users = users  # requests carry x-user-id from this many users (0: anonymous)
+        self.taste = dict(taste or {})  # revision -> the chance its user rates an answer up (absent: no rating)
+        self.provider_key = provider_key  # the API key a hosted revision's stub provider requires
+        self.feedback: Counter[tuple[str, str, int]] = Counter()  # (answering revision, rating, HTTP status)
         self.history: list[Sent] = []
         self.timeline: list[tuple[float, str]] = []  # what changed in the cluster, as the harness saw it
         self.harness_errors: list[str] = []  # the harness itself broke (a stand-in did not start, ...)
         self.deferred = 0  # requests not sent: pods available, stand-in still starting
         self.view: View | None = None
+        self.model = MODEL  # spec.model.name, once read
         self.started = time.monotonic()
         self._serving = False  # set by the first request that had an endpoint: failures count from then on
         self._starting: set[str] = set()
@@ -366,6 +449,7 @@ class Harness:
                 return None
             raise
         router = ((md.get("spec") or {}).get("traffic") or {}).get("router") or "service"
+        self.model = ((md.get("spec") or {}).get("model") or {}).get("name") or MODEL  # what clients ask for
         for _ in range(5):
             before = self._routing(router, custom, core)
             deps = apps.list_namespaced_deployment(self.namespace,
@@ -448,9 +532,22 @@ class Harness:
         self._published()
         self._note(f"stand-in for {rev} serves at {self.standins[rev].url}")
 
+    def _pod_config(self, rev: str) -> PodConfig:
+        """The revision's gateway settings as the kubelet would give them (its pod template, its
+        Secrets mounted as files)."""
+        core = client.CoreV1Api(self.api)
+        dep = client.AppsV1Api(self.api).read_namespaced_deployment(rev, self.namespace)
+        template = self.api.sanitize_for_serialization(dep.spec.template)
+
+        def secret(name: str, key: str) -> str:
+            data = core.read_namespaced_secret(name, self.namespace).data or {}
+            return base64.b64decode(data[key]).decode()
+
+        return PodConfig.of(template, secret, self.workdir / f"{rev}.files")
+
     def _start(self, rev: str) -> None:
         try:
-            standin = StandIn(rev, self.workdir, self.namespace)
+            standin = StandIn(rev, self.workdir, self.namespace, self._pod_config(rev), self.provider_key)
         except Exception as exc:  # noqa: BLE001 - reported by assert_no_outage
             self.harness_errors.append(f"the stand-in for {rev} did not start: {exc}")
             with self._lock:
@@ -504,11 +601,13 @@ class Harness:
         doc = json.loads((cm.data or {}).get("split.json") or "{}")
         with self._lock:
             standins = dict(self.standins)
-        if doc:
-            challenger = standins.get(doc["challenger"])
-            if challenger is None:
+        # cluster DNS: the new revision's Service -> its stand-in (an A/B challenger, or a mirror's shadow)
+        target = doc.get("mirror") or doc
+        if target:
+            standin = standins.get(target.get("revision") or target.get("challenger"))
+            if standin is None:
                 return  # its "pod" is not up: the Service would have no endpoints either
-            doc["url"] = challenger.url  # cluster DNS: the challenger's Service -> its stand-in
+            target["url"] = standin.url
         text = json.dumps(doc)
         for standin in standins.values():
             if not standin.split_file.exists() or standin.split_file.read_text() != text:
@@ -572,9 +671,10 @@ class Harness:
                 self.deferred += 1
             return
         self._serving = True
+        headers = {"x-user-id": f"user-{rng.randrange(self.users)}"} if self.users else {}
         try:
-            resp = http.post(standin.url + "/v1/chat/completions", json={
-                "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+            resp = http.post(standin.url + "/v1/chat/completions", headers=headers, json={
+                "model": self.model, "messages": [{"role": "user", "content": "hi"}], "stream": True})
         except httpx.ConnectError as exc:
             self._record(routed, routed.revision, 0, "outage", f"connection failed: {exc}")
             return
@@ -584,11 +684,26 @@ class Harness:
         answered = resp.headers.get("x-modelops-revision") or routed.revision
         if resp.status_code == 200 and b"[DONE]" in resp.content:
             self._record(routed, answered, 200, "ok")
+            if answered in self.taste:
+                self._rate(http, rng, standin.url, answered, resp.content)
         elif resp.status_code >= 400 and answered in self.failing:
             self._record(routed, answered, resp.status_code, "excused", "failed on purpose")
         else:
             detail = resp.text[:120] if resp.status_code != 200 else "stream ended without [DONE]"
             self._record(routed, answered, resp.status_code, "error", detail)
+
+    def _rate(self, http: httpx.Client, rng: random.Random, url: str, answered: str, stream: bytes) -> None:
+        """The user rates the answer, through the gateway they sent the request to."""
+        line = next((ln for ln in stream.split(b"\n") if ln.startswith(b"data: {")), None)
+        if line is None:
+            return
+        rating = "up" if rng.random() < self.taste[answered] else "down"
+        try:
+            status = http.post(url + "/v1/feedback", json={"id": json.loads(line[6:])["id"], "rating": rating}).status_code
+        except httpx.HTTPError:
+            status = 0
+        with self._record_lock:
+            self.feedback[(answered, rating, status)] += 1
 
     def _record(self, routed: Routed, revision: str | None, status: int, kind: str, detail: str = "") -> None:
         with self._record_lock:

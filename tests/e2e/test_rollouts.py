@@ -11,7 +11,6 @@ import copy
 import json
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 
 from modelops.config import OperatorConfig
@@ -26,13 +25,6 @@ from .steps import (apply, condition, events, get, manifest, replicas, service_r
                     wait_replicas, with_changes)
 
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "6s"}}, {"setWeight": 50}, {"pause": {"duration": "6s"}}]
-
-
-@pytest.fixture(scope="module")
-def prometheus():
-    prom = PrometheusServer().start()
-    yield prom
-    prom.stop()
 
 
 def canary(prometheus: PrometheusServer, router: str = "gateway-api", **analysis) -> dict:

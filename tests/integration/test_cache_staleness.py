@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import pytest
 from kubernetes import client, watch
+from lightkube import KubeConfig
 
+from modelops.adapters.apiclient import connect
 from modelops.adapters.cache import Cache
 from modelops.adapters.controller import CachedReconciler, reconcile_once
 from modelops.adapters.kube import Kube
@@ -86,7 +88,7 @@ def test_a_reconcile_waits_for_the_watch_to_show_its_own_writes(api, crd, cluste
     cfg = OperatorConfig(cache_sync_timeout_seconds=60)
     cache = Cache()
     executor = concurrent.futures.ThreadPoolExecutor(2)
-    kube = Kube(cluster.api_client(), field_manager="modelops-staleness-test")
+    kube = Kube(connect(KubeConfig.from_file(cluster.kubeconfig), timeout=30), field_manager="modelops-staleness-test")
     reconciler = CachedReconciler(cache, kube, cfg, executor)
     held = HeldWatch(api, ns, cache)
     custom = client.CustomObjectsApi(api)
@@ -144,3 +146,4 @@ def test_a_reconcile_waits_for_the_watch_to_show_its_own_writes(api, crd, cluste
     finally:
         held.stop.set()
         executor.shutdown(wait=False)
+        kube.api.close()

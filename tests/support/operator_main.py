@@ -6,6 +6,8 @@ processes for a revision's pods and writes where they listen to FILE, a JSON obj
 ``{revision: base URL}`` (rewritten atomically as revisions come and go). The operator
 asks a revision's golden prompts there, reading the file at each call; a revision that
 is not in it is reached at its Service, as in production.
+
+It runs as from the operator's image: without the kubernetes client library (``as_in_image``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import json
 import sys
 from pathlib import Path
 
-from modelops.__main__ import main as operator_main
-from modelops.adapters.golden import RevisionUrl, service_url
-from modelops.planning.analysis import GoldenRequest
+if __name__ == "__main__":  # the operator's process (not a test importing the resolver)
+    from tests.support.as_in_image import hide
+
+    hide()  # before kopf is imported
+
+from modelops.__main__ import main as operator_main  # noqa: E402
+from modelops.adapters.golden import RevisionUrl, service_url  # noqa: E402
+from modelops.planning.analysis import GoldenRequest  # noqa: E402
 
 
 def revision_urls_from(path: Path) -> RevisionUrl:

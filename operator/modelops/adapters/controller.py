@@ -1,4 +1,4 @@
-"""One reconcile: plan from what the cache observed, execute. Synchronous (the kubernetes client is)."""
+"""One reconcile: plan from what the cache observed, execute. Synchronous (so is the API client, lightkube's Client)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from kubernetes.client.rest import ApiException
-
 from modelops import metrics
 from modelops.config import OperatorConfig
 from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import reconcile
 from modelops.planning.analysis import golden_due, measurement_due
 
+from .apiclient import ApiFailure, status_of
 from .cache import Cache, Expectation, Snapshot
 from .golden import Golden
 from .kube import ExecutionResult, Kube
@@ -115,8 +114,8 @@ def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None
         metadata = _resolve_metadata(owner, registry) if registry else None
         plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata)
         result = kube.execute(owner, plan, observed, expect)
-    except ApiException as exc:
-        metrics.API_ERRORS.labels(str(exc.status)).inc()
+    except ApiFailure as exc:
+        metrics.API_ERRORS.labels(str(status_of(exc))).inc()
         metrics.RECONCILES.labels("error").inc()
         raise
     finally:

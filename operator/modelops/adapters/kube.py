@@ -8,14 +8,19 @@ NotFound on delete and AlreadyExists are success: plans are safe to re-run.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from lightkube import Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import ConfigMap, Pod, Service
+from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.types import CascadeType, PatchType
 
 from modelops.domain.observed import Observed
 from modelops.domain.spec import GROUP, PLURAL, VERSION
@@ -23,16 +28,20 @@ from modelops.planning.contract import Event, Owner, Plan, writes
 from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
 
 from . import cache
+from .apiclient import ApiFailure, status_of
 from .cache import Expectation, Snapshot
 
 log = logging.getLogger(__name__)
 
-MERGE_PATCH = "application/merge-patch+json"
-_PATHS = {
-    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services/{name}",
-    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps/{name}",
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}",
+# The custom resources as lightkube's generic resources: their objects are the JSON as the
+# apiserver sent it (dicts, as kopf's watches give them to the cache), with no model classes.
+ModelDeployment = create_namespaced_resource(GROUP, VERSION, "ModelDeployment", PLURAL)
+HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+_APPLIED = {  # what the planner applies, by (apiVersion, kind)
+    ("apps/v1", "Deployment"): Deployment,
+    ("v1", "Service"): Service,
+    ("v1", "ConfigMap"): ConfigMap,
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPRoute,
 }
 
 
@@ -51,33 +60,14 @@ class ExecutionResult:
                 + int(self.annotations_cleared > 0))
 
 
-class TimeoutApiClient(client.ApiClient):
-    """An ApiClient whose every request has a timeout: the generated client has none by default,
-    so one hung connection would hold a reconcile (and its worker slot) for ever."""
-
-    def __init__(self, configuration: client.Configuration | None = None, *, timeout: float = 30.0,
-                 user_agent: str | None = None) -> None:
-        super().__init__(configuration)
-        self.timeout = timeout
-        if user_agent:
-            self.user_agent = user_agent
-
-    def call_api(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("_request_timeout") is None:
-            kwargs["_request_timeout"] = self.timeout
-        return super().call_api(*args, **kwargs)
-
-
 class Kube:
-    """A thin wrapper over one ApiClient (kept in kopf's memo, never a global). ``may_write`` is
-    asked before every write (leader election: only the Lease's holder writes)."""
+    """A thin wrapper over one lightkube Client (kept in kopf's memo, never a global; see
+    apiclient.connect). ``may_write`` is asked before every write (leader election: only the
+    Lease's holder writes)."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = "modelops",
+    def __init__(self, api: Client, field_manager: str = "modelops",
                  may_write: Callable[[], None] | None = None) -> None:
         self.api = api
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
         self.field_manager = field_manager
         self.may_write = may_write or (lambda: None)
         # How a plan's Events are handed over: posted here and now, unless the operator gives them
@@ -89,36 +79,22 @@ class Kube:
         """The ModelDeployment and its objects read from the API (a GET and LISTs), for the rare
         reconcile whose own writes the watch has not shown in time; normally the cache answers."""
         try:
-            md = self._json(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                                     _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
+            md = dict(self.api.get(ModelDeployment, name, namespace=namespace))
+        except ApiFailure as exc:
+            if status_of(exc) == 404:
                 return None
             raise
-        selector = f"{LABEL_DEPLOYMENT}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
-        lists = {
-            "Deployment": lambda: self.apps.list_namespaced_deployment(namespace, label_selector=selector,
-                                                                       _preload_content=False),
-            "Service": lambda: self.core.list_namespaced_service(namespace, label_selector=selector,
-                                                                 _preload_content=False),
-            "Pod": lambda: self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False),
-            "HTTPRoute": lambda: self.custom.list_namespaced_custom_object(
-                "gateway.networking.k8s.io", "v1", namespace, "httproutes", label_selector=selector,
-                _preload_content=False),
-        }
+        selector = {LABEL_DEPLOYMENT: name, "app.kubernetes.io/managed-by": MANAGED_BY}
         owned: dict[str, list[dict[str, Any]]] = {}
-        for kind, call in lists.items():
+        for kind, res in (("Deployment", Deployment), ("Service", Service), ("Pod", Pod), ("HTTPRoute", HTTPRoute)):
             try:
-                owned[kind] = self._json(call())["items"]
-            except ApiException as exc:
-                if kind == "HTTPRoute" and exc.status == 404:  # Gateway API not installed
+                # The built-in kinds come as lightkube's models: to_dict() is their JSON again.
+                owned[kind] = [obj.to_dict() for obj in self.api.list(res, namespace=namespace, labels=selector)]
+            except ApiFailure as exc:
+                if kind == "HTTPRoute" and status_of(exc) == 404:  # Gateway API not installed
                     continue
                 raise
         return cache.fresh(md, owned)
-
-    @staticmethod
-    def _json(resp: Any) -> dict[str, Any]:
-        return json.loads(resp.data)
 
     # ------------------------------------------------------------------ execute
     def execute(self, owner: Owner, plan: Plan, observed: Observed,
@@ -133,10 +109,9 @@ class Kube:
         for w in writes(plan, observed):
             self.may_write()
             if w.kind == "annotations":
-                body = self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, ns, PLURAL, owner.name,
-                    {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}},
-                    _content_type=MERGE_PATCH)
+                body = self.api.patch(ModelDeployment, owner.name,
+                                      {"metadata": {"annotations": {k: None for k in plan.clear_annotations}}},
+                                      namespace=ns, patch_type=PatchType.MERGE)
                 expect.append(Expectation("ModelDeployment", ns, owner.name, body["metadata"]["resourceVersion"]))
             elif w.kind == "status":
                 assert plan.status is not None
@@ -148,11 +123,12 @@ class Kube:
                 applied.append(f"{w.obj['kind']}/{w.name}")
                 expect.append(Expectation(w.obj["kind"], ns, w.name, version))
             elif w.kind == "scale":
-                scale = self._tolerate_missing(lambda: self.apps.patch_namespaced_deployment_scale(
-                    w.name, ns, {"spec": {"replicas": w.replicas}}, _content_type=MERGE_PATCH))
+                scale = self._tolerate_missing(lambda: self.api.patch(
+                    Deployment.Scale, w.name, {"spec": {"replicas": w.replicas}}, namespace=ns,
+                    patch_type=PatchType.MERGE))
                 if scale is not None:
                     scaled.append(f"{w.name}={w.replicas}")
-                    expect.append(Expectation("Deployment", ns, w.name, scale.metadata.resource_version))
+                    expect.append(Expectation("Deployment", ns, w.name, scale.metadata.resourceVersion))
             elif w.kind == "delete":
                 kind = w.object_kind
                 if self._tolerate_missing(lambda: self._delete(ns, kind, w.name)) is not None:
@@ -168,61 +144,53 @@ class Kube:
         """The call's result; None when the object was already gone."""
         try:
             return call() or True
-        except ApiException as exc:
-            if exc.status != 404:
+        except ApiFailure as exc:
+            if status_of(exc) != 404:
                 raise
             return None
 
     def _delete(self, namespace: str, kind: str, name: str) -> None:
         if kind == "Deployment":
-            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+            self.api.delete(Deployment, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
         elif kind == "Service":
-            self.core.delete_namespaced_service(name, namespace)
+            self.api.delete(Service, name, namespace=namespace)
         elif kind == "HTTPRoute":
-            self.custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", name)
+            self.api.delete(HTTPRoute, name, namespace=namespace)
 
     def apply(self, obj: dict[str, Any]) -> str | None:
         """Server-side apply; returns the object's resourceVersion after it."""
         self.may_write()
-        path = _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=obj["metadata"]["namespace"],
-                                                                 name=obj["metadata"]["name"])
-        method, url, headers, body, post = self.api.param_serialize(
-            method="PATCH", resource_path=path, body=obj,
-            query_params=[("fieldManager", self.field_manager), ("force", "true")],
-            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
-            auth_settings=["BearerToken"])
-        resp = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
-        resp.read()
-        if resp.status >= 400:
-            raise ApiException(status=resp.status, reason=resp.reason, body=resp.data.decode(errors="replace"))
-        return (json.loads(resp.data).get("metadata") or {}).get("resourceVersion")
+        meta = obj["metadata"]
+        out = self.api.patch(_APPLIED[(obj["apiVersion"], obj["kind"])], meta["name"], obj,
+                             namespace=meta["namespace"], patch_type=PatchType.APPLY,
+                             field_manager=self.field_manager, force=True)
+        return out.metadata.resourceVersion if out.metadata else None
 
     def patch_status(self, owner: Owner, status: dict[str, Any]) -> str:
         """Replace our status fields (merge patch; lists are replaced whole); returns the new resourceVersion."""
         self.may_write()
         body = {"status": merge_patch(owner.status or {}, status)}
-        out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, owner.namespace, PLURAL, owner.name,
-                                                                body, _content_type=MERGE_PATCH)
+        out = self.api.patch(ModelDeployment.Status, owner.name, body, namespace=owner.namespace,
+                             patch_type=PatchType.MERGE)
         return out["metadata"]["resourceVersion"]
 
     def event(self, owner: Owner, event: Event) -> None:
         """Post one Event (best effort: an API error is logged, not raised)."""
         self.may_write()
         now = dt.datetime.now(dt.timezone.utc)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{owner.name}.{uuid.uuid4().hex[:12]}", namespace=owner.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind="ModelDeployment", name=owner.name,
+        body = CoreEvent(
+            metadata=ObjectMeta(name=f"{owner.name}.{uuid.uuid4().hex[:12]}", namespace=owner.namespace),
+            involvedObject=ObjectReference(
+                apiVersion=f"{GROUP}/{VERSION}", kind="ModelDeployment", name=owner.name,
                 namespace=owner.namespace, uid=owner.uid),
             reason=event.reason, message=event.message[:1024], type=event.type,
-            first_timestamp=now, last_timestamp=now, count=1,
-            source=client.V1EventSource(component="modelops-operator"),
-            reporting_component="modelops.dev/operator", reporting_instance="modelops-operator")
+            firstTimestamp=now, lastTimestamp=now, count=1,
+            source=EventSource(component="modelops-operator"),
+            reportingComponent="modelops.dev/operator", reportingInstance="modelops-operator")
         try:
-            # Raw answer, read and dropped: deserializing it into a model would cost more than the request.
-            self.core.create_namespaced_event(owner.namespace, body, _preload_content=False).data
-        except ApiException as exc:  # events are best effort; never fail a reconcile over one
-            log.warning("could not post event %s: %s", event.reason, exc.reason)
+            self.api.create(body, namespace=owner.namespace)
+        except ApiFailure as exc:  # events are best effort; never fail a reconcile over one
+            log.warning("could not post event %s: %s", event.reason, exc.response.reason_phrase)
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ renew loop has even run.
 Unlike client-go the holder renews without a GET first: it updates the Lease with the
 resourceVersion its own last update returned, and reads the Lease again only on a conflict,
 so a leader costs one request per retry period, a standby one GET.
+
+The Lease's requests go through a client of their own (``request_timeout``: each must end well
+inside the renew deadline), so they never wait behind the reconciles' requests either.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from lightkube import Client
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+from .apiclient import ApiFailure, status_of
 
 log = logging.getLogger("modelops.leader")
 
@@ -66,23 +73,32 @@ def may_acquire(record: Record | None, me: str, observed_at: float, now: float) 
     return now >= observed_at + record.duration
 
 
-class LeaderElector:
-    """One replica's side of the election. ``on_change(leading)`` is called on every transition."""
+def request_timeout(renew_deadline: float, retry_period: float) -> float:
+    """The timeout of the Lease's requests: a request must end well inside the renew deadline, or a
+    hung call would outlive it.
 
-    def __init__(self, api: client.ApiClient, *, name: str, namespace: str, identity: str,
+    >>> request_timeout(renew_deadline=10, retry_period=2)
+    5.0
+    """
+    return max(retry_period, renew_deadline / 2)
+
+
+class LeaderElector:
+    """One replica's side of the election. ``on_change(leading)`` is called on every transition.
+    ``api``: a client whose requests time out after ``request_timeout`` (apiclient.connect)."""
+
+    def __init__(self, api: Client, *, name: str, namespace: str, identity: str,
                  lease_duration: float, renew_deadline: float, retry_period: float,
                  on_change: Callable[[bool], None]) -> None:
-        self.coordination = client.CoordinationV1Api(api)
+        self.api = api
         self.name, self.namespace, self.identity = name, namespace, identity
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.on_change = on_change
         self.leading = False
         self._renewed_at = float("-inf")  # monotonic time our last successful renewal was *sent*
-        self._lease: Any = None           # our last written Lease (its resourceVersion renews it)
+        self._lease: Lease | None = None  # our last written Lease (its resourceVersion renews it)
         self._observed: Record | None = None
         self._observed_at = 0.0
-        # A request must end well inside the renew deadline, or a hung call would outlive it.
-        self._timeout = max(self.retry_period, self.renew_deadline / 2)
 
     def may_write(self) -> bool:
         return self.leading and time.monotonic() < self._renewed_at + self.renew_deadline
@@ -124,13 +140,13 @@ class LeaderElector:
             return
         self._set_leading(False)
         lease = self._lease
-        lease.spec.holder_identity = ""
-        lease.spec.renew_time = None
+        lease.spec.holderIdentity = ""
+        lease.spec.renewTime = None
         try:
-            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease,
-                                                       _request_timeout=self._timeout)
-        except ApiException as exc:  # best effort: otherwise the standby waits one lease duration
-            log.warning("lease %s/%s: could not release it: %s", self.namespace, self.name, exc.reason)
+            self._replace(lease)
+        except ApiFailure as exc:  # best effort: otherwise the standby waits one lease duration
+            log.warning("lease %s/%s: could not release it: %s", self.namespace, self.name,
+                        exc.response.reason_phrase)
 
     def _set_leading(self, leading: bool) -> None:
         if leading != self.leading:
@@ -144,19 +160,18 @@ class LeaderElector:
         if self.leading and self._lease is not None and now < self._renewed_at + self.renew_deadline:
             # The fast path: renew what we wrote last; a conflict means someone else wrote it. Past the
             # renew deadline (e.g. the process was frozen) a standby may hold the Lease: read it first.
-            self._lease.spec.renew_time = stamp
+            self._lease.spec.renewTime = stamp
             try:
-                self._lease = self.coordination.replace_namespaced_lease(
-                    self.name, self.namespace, self._lease, _request_timeout=self._timeout)
+                self._lease = self._replace(self._lease)
                 return True
-            except ApiException as exc:
-                if exc.status != 409:
+            except ApiFailure as exc:
+                if status_of(exc) != 409:
                     raise
                 self._lease = None
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status != 404:
+            lease = self.api.get(Lease, self.name, namespace=self.namespace)
+        except ApiFailure as exc:
+            if status_of(exc) != 404:
                 raise
             return self._create(stamp)
         record = _record(lease)
@@ -164,44 +179,69 @@ class LeaderElector:
             self._observed, self._observed_at = record, now
         if not may_acquire(record, self.identity, self._observed_at, now):
             return False
+        if lease.spec is None:
+            lease.spec = LeaseSpec()
         spec = lease.spec
         if record.holder != self.identity:
-            spec.acquire_time = stamp
-            spec.lease_transitions = (spec.lease_transitions or 0) + 1
-        spec.holder_identity = self.identity
-        spec.lease_duration_seconds = int(self.lease_duration)
-        spec.renew_time = stamp
+            spec.acquireTime = stamp
+            spec.leaseTransitions = (spec.leaseTransitions or 0) + 1
+        spec.holderIdentity = self.identity
+        spec.leaseDurationSeconds = int(self.lease_duration)
+        spec.renewTime = stamp
         try:
-            self._lease = self.coordination.replace_namespaced_lease(self.name, self.namespace, lease,
-                                                                     _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 409:  # another candidate won this round
+            self._lease = self._replace(lease)
+        except ApiFailure as exc:
+            if status_of(exc) == 409:  # another candidate won this round
                 return False
             raise
         return True
 
     def _create(self, stamp: dt.datetime) -> bool:
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-            spec=client.V1LeaseSpec(holder_identity=self.identity, lease_duration_seconds=int(self.lease_duration),
-                                    acquire_time=stamp, renew_time=stamp, lease_transitions=0))
+        body = Lease(
+            metadata=ObjectMeta(name=self.name, namespace=self.namespace),
+            spec=LeaseSpec(holderIdentity=self.identity, leaseDurationSeconds=int(self.lease_duration),
+                           acquireTime=stamp, renewTime=stamp, leaseTransitions=0))
         try:
-            self._lease = self.coordination.create_namespaced_lease(self.namespace, body,
-                                                                    _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 409:  # created by another candidate just now
+            self._lease = self.api.create(_sendable(body), namespace=self.namespace)
+        except ApiFailure as exc:
+            if status_of(exc) == 409:  # created by another candidate just now
                 return False
             raise
         return True
 
+    def _replace(self, lease: Lease) -> Lease:
+        """Update the Lease (a PUT with the resourceVersion it carries: 409 if someone wrote since)."""
+        return self.api.replace(_sendable(lease), namespace=self.namespace)
 
-def _record(lease: Any) -> Record:
-    spec = lease.spec
+
+def _record(lease: Lease) -> Record:
+    spec = lease.spec or LeaseSpec()
     # MicroTime, compared at full precision: every renewal changes the record.
-    return Record(holder=spec.holder_identity, renew_time=spec.renew_time.isoformat() if spec.renew_time else None,
-                  duration=float(spec.lease_duration_seconds or 15), transitions=spec.lease_transitions or 0,
-                  acquire_time=spec.acquire_time.isoformat() if spec.acquire_time else None)
+    return Record(holder=spec.holderIdentity, renew_time=_micro(spec.renewTime), duration=float(
+        spec.leaseDurationSeconds or 15), transitions=spec.leaseTransitions or 0, acquire_time=_micro(spec.acquireTime))
 
 
 def _micro_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _micro(t: dt.datetime | str | None) -> str | None:
+    """A MicroTime as the apiserver parses it (RFC 3339, always six fractional digits: isoformat()
+    and msgspec leave them out when they are zero, and the apiserver then answers 400).
+
+    >>> _micro(dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    '2025-01-02T03:04:05.000000Z'
+    >>> _micro(dt.datetime(2025, 1, 2, 3, 4, 5, 60, tzinfo=dt.timezone(dt.timedelta(hours=2))))
+    '2025-01-02T01:04:05.000060Z'
+    """
+    if t is None or isinstance(t, str):
+        return t
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _sendable(lease: Lease) -> Lease:
+    """The Lease with its MicroTimes as strings the apiserver parses (msgspec encodes a str field as it is)."""
+    if lease.spec is not None:
+        lease.spec.acquireTime = _micro(lease.spec.acquireTime)  # type: ignore[assignment]
+        lease.spec.renewTime = _micro(lease.spec.renewTime)  # type: ignore[assignment]
+    return lease

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import socket
@@ -11,16 +12,17 @@ import time
 from typing import Any
 
 import kopf
-from kubernetes import client, config as kubeconfig
+from lightkube import Client
 from prometheus_client import start_http_server
 
 from modelops import __version__, metrics
+from modelops.adapters import apiclient
 from modelops.adapters.cache import KINDS, Cache, owner_key
 from modelops.adapters.controller import CachedReconciler
 from modelops.adapters.events import EventRecorder
 from modelops.adapters.golden import Golden
-from modelops.adapters.kube import Kube, TimeoutApiClient
-from modelops.adapters.leader import LeaderElector
+from modelops.adapters.kube import Kube
+from modelops.adapters.leader import LeaderElector, request_timeout
 from modelops.adapters.notify import Notifier
 from modelops.adapters.prometheus import Prometheus
 from modelops.adapters.registry import Registry
@@ -31,21 +33,29 @@ from modelops.planning.engines.common import LABEL_DEPLOYMENT, MANAGED_BY
 from .workers import Workers
 
 
-def _api_client(cfg: OperatorConfig) -> client.ApiClient:
-    """One client for every request the operator sends (kopf's watches have their own), with a
-    timeout on each, and this replica's identity in its user agent (the audit log tells replicas apart)."""
-    try:
-        kubeconfig.load_incluster_config()
-        configuration = client.Configuration.get_default_copy()
-    except kubeconfig.ConfigException:
-        configuration = client.Configuration()
-        kubeconfig.load_kube_config(client_configuration=configuration)
-    # One pooled connection per reconcile thread (and the Lease's): beyond the pool's size urllib3
-    # would open and discard a TLS connection per request.
-    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
-                                                cfg.max_concurrent_reconciles + 2)
-    return TimeoutApiClient(configuration, timeout=cfg.api_timeout_seconds,
-                            user_agent=f"modelops-operator/{__version__} ({cfg.identity})")
+def _api_client(cfg: OperatorConfig, timeout: float | None = None) -> Client:
+    """A client for the requests the operator sends (kopf's watches have their own connections):
+    in-cluster, else the kubeconfig; a timeout on each request (default ``api_timeout_seconds``), and
+    this replica's identity in its user agent (the audit log tells replicas apart). Its pool keeps 20
+    idle connections: one for each reconcile thread and the Events' up to 19 reconciles at once (8 by
+    default); the Lease has a client of its own, with its own timeout."""
+    return apiclient.connect(timeout=timeout or cfg.api_timeout_seconds,
+                             user_agent=f"modelops-operator/{__version__} ({cfg.identity})")
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's credentials, chosen as our client's are (adapters/apiclient.py): the pod's
+    ServiceAccount, else the kubeconfig. Registering a login handler replaces kopf's defaults,
+    which would log in through the kubernetes client library when it is installed (and import it:
+    46 MiB); kopf's own minimal logins read the same files."""
+    in_cluster = apiclient.in_cluster_config()
+    if in_cluster is None:
+        return kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    # kopf would name the apiserver kubernetes.default.svc (a DNS lookup); the kubernetes client
+    # and lightkube take its address from the environment the kubelet sets: the watches too.
+    return dataclasses.replace(info, server=in_cluster.get().cluster.server) if info else None
 
 
 # ---------------------------------------------------------------------- the watch-fed cache
@@ -123,7 +133,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     api = _api_client(cfg)
     memo.elector = None
     if cfg.leader_election:
-        memo.elector = LeaderElector(api, name=cfg.leader_election_id, namespace=cfg.lease_namespace,
+        lease_api = _api_client(cfg, timeout=request_timeout(cfg.renew_deadline_seconds, cfg.retry_period_seconds))
+        memo.elector = LeaderElector(lease_api, name=cfg.leader_election_id, namespace=cfg.lease_namespace,
                                      identity=cfg.identity, lease_duration=cfg.lease_duration_seconds,
                                      renew_deadline=cfg.renew_deadline_seconds,
                                      retry_period=cfg.retry_period_seconds, on_change=lambda on: _lead(memo, on))
@@ -179,6 +190,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.to_thread(memo.events.close)  # while this replica may still write them
     if memo.elector is not None:
         memo.elector.release()  # bounded by the Lease requests' timeout
+        memo.elector.api.close()
     memo.executor.shutdown(wait=False, cancel_futures=True)
     memo.kube.api.close()
     memo.prometheus.close()

@@ -159,17 +159,21 @@ def test_the_test_entry_points_resolver_reads_the_harness_file_at_each_call(tmp_
     assert resolve(request("chat-other")) == "http://chat-other.ml.svc:80"
 
 
-def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
     """What ``python -m modelops`` puts in kopf's memo is what the adapters are built from."""
     import asyncio
     import logging
 
     import kopf
-    from kubernetes import client
 
+    from modelops.adapters import apiclient
     from modelops.handlers import modeldeployment
+    from tests.unit.operator.fakeapi import write_kubeconfig
 
-    monkeypatch.setattr(modeldeployment, "_api_client", lambda cfg: client.ApiClient())  # no cluster needed
+    # No cluster needed: building the clients sends nothing.
+    monkeypatch.setattr(apiclient, "SERVICE_ACCOUNT", str(tmp_path / "no-serviceaccount"))
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1")))
     cfg = OperatorConfig(metrics_port=0, prometheus_token="s3cret", metadata_poll_seconds=2,
                          storage_emulator_host="http://127.0.0.1:4443", google_cloud_project="test",
                          identity="modelops-0")
@@ -182,6 +186,7 @@ def test_startup_builds_the_adapters_from_the_config_and_the_memo(monkeypatch: p
 
     memo = asyncio.run(start_and_stop(kopf.Memo(config=cfg, revision_url=resolver)))
     assert memo.config is cfg and memo.leadership is None and memo.elector is None  # no leader election
+    assert memo.kube.api.config.cluster.server == "https://127.0.0.1:1"
     assert memo.executor._max_workers == cfg.max_concurrent_reconciles
     assert memo.golden.revision_url is resolver
     assert memo.prometheus.client.headers["Authorization"] == "Bearer s3cret"

@@ -1,61 +1,80 @@
 """Leader election on a model of the Lease API as strict as the apiserver's: every update carries
 the resourceVersion it read and fails with 409 when someone wrote in between; creates of an
-existing Lease fail with 409. Time is the test's: each candidate's monotonic clock is set by hand.
-The real apiserver and two real processes are in tests/e2e/test_failover.py."""
+existing Lease fail with 409. The model speaks lightkube's Client (get, create, replace) and keeps
+what went over the wire: each body is encoded as lightkube sends it and decoded as it reads it.
+Time is the test's: each candidate's monotonic clock is set by hand. The real apiserver and two
+real processes are in tests/e2e/test_failover.py."""
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
+import httpx2
+import msgspec
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from lightkube import ApiError
+from lightkube.resources.coordination_v1 import Lease
 
 from modelops.adapters import leader as leader_module
 from modelops.adapters.leader import LeaderElector, NotLeader
 
 pytestmark = pytest.mark.unit
+MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the apiserver's MicroTime: exactly six fractional digits
+
+
+def api_error(code: int, reason: str) -> ApiError:
+    request = httpx2.Request("GET", "https://apiserver/apis/coordination.k8s.io/v1/namespaces/ops/leases/modelops")
+    return ApiError(request=request, response=httpx2.Response(code, request=request, json={
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}))
 
 
 class LeaseStore:
     """One namespace's Leases, with optimistic concurrency."""
 
     def __init__(self) -> None:
-        self.leases: dict[str, client.V1Lease] = {}
+        self.leases: dict[str, bytes] = {}  # as the apiserver would answer
         self.version = 0
         self.requests: list[str] = []
 
-    def read_namespaced_lease(self, name: str, namespace: str, **_: object) -> client.V1Lease:
+    def get(self, res: type, name: str, *, namespace: str) -> Lease:
+        assert res is Lease and namespace == "ops"
         self.requests.append("get")
         if name not in self.leases:
-            raise ApiException(status=404, reason="Not Found")
-        return copy.deepcopy(self.leases[name])
+            raise api_error(404, "NotFound")
+        return msgspec.json.decode(self.leases[name], type=Lease)
 
-    def create_namespaced_lease(self, namespace: str, body: client.V1Lease, **_: object) -> client.V1Lease:
+    def create(self, obj: Lease, *, namespace: str) -> Lease:
         self.requests.append("create")
-        if body.metadata.name in self.leases:
-            raise ApiException(status=409, reason="AlreadyExists")
-        return self._store(body)
+        if obj.metadata.name in self.leases:
+            raise api_error(409, "AlreadyExists")
+        return self._store(obj)
 
-    def replace_namespaced_lease(self, name: str, namespace: str, body: client.V1Lease, **_: object) -> client.V1Lease:
+    def replace(self, obj: Lease, *, namespace: str) -> Lease:
         self.requests.append("update")
-        current = self.leases.get(name)
+        current = self.leases.get(obj.metadata.name)
         if current is None:
-            raise ApiException(status=404, reason="Not Found")
-        if body.metadata.resource_version != current.metadata.resource_version:
-            raise ApiException(status=409, reason="Conflict")
-        return self._store(body)
+            raise api_error(404, "NotFound")
+        if obj.metadata.resourceVersion != msgspec.json.decode(current, type=Lease).metadata.resourceVersion:
+            raise api_error(409, "Conflict")
+        return self._store(obj)
 
-    def _store(self, body: client.V1Lease) -> client.V1Lease:
+    def _store(self, obj: Lease) -> Lease:
+        body = msgspec.json.decode(msgspec.json.encode(obj))  # what the request carried
+        for field in ("acquireTime", "renewTime"):  # the apiserver refuses a MicroTime it cannot parse
+            if (body.get("spec") or {}).get(field) is not None:
+                dt.datetime.strptime(body["spec"][field], MICRO_TIME)
         self.version += 1
-        stored = copy.deepcopy(body)
-        stored.metadata.resource_version = str(self.version)
-        self.leases[stored.metadata.name] = stored
-        return copy.deepcopy(stored)
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.leases[body["metadata"]["name"]] = msgspec.json.encode(body)
+        return msgspec.json.decode(self.leases[body["metadata"]["name"]], type=Lease)
 
     def holder(self) -> str | None:
         lease = self.leases.get("modelops")
-        return lease.spec.holder_identity if lease else None
+        return msgspec.json.decode(lease, type=Lease).spec.holderIdentity if lease else None
+
+    def lease(self, name: str = "modelops") -> Lease:
+        return msgspec.json.decode(self.leases[name], type=Lease)
 
 
 class Clock:
@@ -74,10 +93,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def candidate(store: LeaseStore, identity: str, changes: list) -> LeaderElector:
-    e = LeaderElector(client.ApiClient(), name="modelops", namespace="ops", identity=identity, lease_duration=15,
-                      renew_deadline=10, retry_period=2, on_change=lambda on: changes.append((identity, on)))
-    e.coordination = store  # the model instead of the apiserver
-    return e
+    return LeaderElector(store, name="modelops", namespace="ops", identity=identity,  # type: ignore[arg-type]
+                         lease_duration=15, renew_deadline=10, retry_period=2,
+                         on_change=lambda on: changes.append((identity, on)))
 
 
 def tick(e: LeaderElector, clock: Clock) -> None:
@@ -126,7 +144,7 @@ def test_a_standby_takes_over_only_a_lease_duration_after_it_last_saw_a_renewal(
     clock.now += 2  # 16 s >= the lease duration
     tick(b, clock)
     assert b.leading and store.holder() == "b"
-    assert store.leases["modelops"].spec.lease_transitions == 1
+    assert store.lease().spec.leaseTransitions == 1
 
 
 def test_a_leader_that_cannot_renew_stops_writing_before_a_standby_may_act(clock: Clock) -> None:
@@ -138,10 +156,10 @@ def test_a_leader_that_cannot_renew_stops_writing_before_a_standby_may_act(clock
     failing = LeaseStore()  # a is cut off from the apiserver: every request fails
 
     def unreachable(*_: object, **__: object) -> None:
-        raise ApiException(status=503, reason="Service Unavailable")
+        raise api_error(503, "ServiceUnavailable")
 
-    failing.replace_namespaced_lease = failing.read_namespaced_lease = unreachable  # type: ignore[method-assign]
-    a.coordination = failing
+    failing.replace = failing.get = unreachable  # type: ignore[method-assign]
+    a.api = failing  # type: ignore[assignment]
     stood_down_at = None
     while clock.now < renewed + 20:
         clock.now += 1
@@ -175,13 +193,13 @@ def test_two_candidates_racing_for_a_free_lease_never_both_win(clock: Clock) -> 
     assert b._create(leader_module._micro_now()) is False
     # Both read the same version; both try to take it over: one conflict.
     clock.now += 100
-    lease = store.read_namespaced_lease("modelops", "ops")
+    lease = store.get(Lease, "modelops", namespace="ops")
     a_view, b_view = copy.deepcopy(lease), copy.deepcopy(lease)
-    a_view.spec.holder_identity, b_view.spec.holder_identity = "a", "b"
-    store.replace_namespaced_lease("modelops", "ops", a_view)
-    with pytest.raises(ApiException) as exc:
-        store.replace_namespaced_lease("modelops", "ops", b_view)
-    assert exc.value.status == 409
+    a_view.spec.holderIdentity, b_view.spec.holderIdentity = "a", "b"
+    a._replace(a_view)
+    with pytest.raises(ApiError) as exc:
+        b._replace(b_view)
+    assert exc.value.response.status_code == 409
 
 
 def test_release_on_shutdown_lets_the_standby_take_over_at_once(clock: Clock) -> None:
@@ -210,3 +228,22 @@ def test_a_leader_frozen_past_its_deadline_reads_before_it_writes_again(clock: C
     tick(a, clock)  # a wakes up
     assert store.requests == ["get"], "a resumed leader must not renew blindly"
     assert not a.leading and store.holder() == "b"
+
+
+def test_micro_times_go_out_with_six_fractional_digits_also_when_they_are_zero(clock: Clock) -> None:
+    """msgspec (like isoformat) drops a zero fraction, which the apiserver's MicroTime refuses (400):
+    a Lease acquired at a whole second must still renew."""
+    store = LeaseStore()
+    whole = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    store.leases["modelops"] = msgspec.json.encode({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "modelops", "namespace": "ops", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "acquireTime": whole.strftime(MICRO_TIME),
+                 "renewTime": whole.strftime(MICRO_TIME), "leaseTransitions": 3}})
+    a = candidate(store, "a", [])  # "a" restarted: its Lease, acquired at a whole second
+    tick(a, clock)
+    assert a.leading and store.requests == ["get", "update"]
+    assert store.lease().spec.acquireTime == whole and store.lease().spec.leaseTransitions == 3
+    clock.now += 2
+    tick(a, clock)  # the fast path re-sends the acquireTime it read back
+    assert a.leading and store.requests[-1] == "update"
