@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml inference-image/pyproject.toml
 build: venv  ## build and cache the local cluster's binaries (once per version)
 	$(PY) -m tests.cluster build
 
-components: venv  ## the real test components: llama.cpp + SmolLM2, Ollama, Prometheus; the cluster's binaries and images (cached builds)
+components: venv  ## the real test components: llama.cpp + SmolLM2, Ollama, Prometheus, Redis; the cluster's binaries and images (cached builds)
 	$(PY) -m tests.components install
 	$(PY) -m tests.cluster build
 	$(PY) -m tests.images build
@@ -39,12 +39,13 @@ test: components  ## every tier; starts (and stops) the local cluster and compon
 unit: venv
 	$(PY) -m pytest -m unit
 
-bench: components  ## benchmarks (not tests): operator at scale vs Argo Rollouts, fairness, rollback latency, gateway overhead (each with --smoke: tests/integration/test_bench_smoke.py)
+bench: components  ## benchmarks (not tests): operator at scale vs Argo Rollouts, fairness, rollback latency, gateway overhead, response cache (each with --smoke: tests/integration/test_bench_smoke.py)
 	$(PY) -m tests.components install nginx
 	$(PY) -m tests.bench.operator_scale
 	$(PY) -m tests.bench.fairness
 	$(PY) -m tests.bench.rollback_latency
 	$(PY) -m tests.bench.gateway
+	$(PY) -m tests.bench.cache
 
 cluster-up: venv
 	$(PY) -m tests.cluster up

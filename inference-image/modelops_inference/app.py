@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from . import __version__
+from .cache_store import ResponseCache
 from .cost import CostMeter
 from .engines import make_engine
 from .health import EngineMonitor
@@ -59,6 +60,16 @@ def _response_ids(settings: GatewaySettings) -> ResponseIds:
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot read the response id key: {exc} "
                            f"(MODELOPS_FEEDBACK_KEY_FILE={settings.feedback_key_file})") from exc
+
+
+def _response_cache(settings: GatewaySettings, metrics: GatewayMetrics) -> ResponseCache | None:
+    if not settings.cache_on:
+        return None
+    try:
+        return ResponseCache(settings, metrics)
+    except (OSError, ImportError, ValueError) as exc:
+        raise StartupError(f"cannot set up the response cache: {exc} (MODELOPS_CACHE_URL, "
+                           f"MODELOPS_CACHE_PASSWORD_FILE)") from exc
 
 
 def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], Any] = default_gcs_client) -> Starlette:
@@ -102,6 +113,7 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
             limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None,
             split=SplitFile(settings.split_file, settings.revision) if settings.split_file else None,
             ids=ids,
+            cache=_response_cache(settings, metrics),
         )
         monitor.start()
         log.info("gateway %s serving %r (revision %s) in front of %s at %s%s", __version__, settings.model,
@@ -112,6 +124,8 @@ def create_app(settings: GatewaySettings, *, gcs_client_factory: Callable[[], An
         finally:
             await monitor.stop()
             await app.state.gateway.mirror.aclose()
+            if app.state.gateway.cache is not None:
+                await app.state.gateway.cache.aclose()
             await session.close()
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

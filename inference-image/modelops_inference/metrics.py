@@ -21,6 +21,14 @@ What users said and what it cost, per revision (the operator's ``satisfaction``,
     modelops_gateway_feedback_score_total                          sum of their scores (0..1)
     modelops_gateway_structured_output_total{route,result}         answers asked to be JSON (structured.py)
     modelops_gateway_cost_dollars_total                            money spent (cost.py), when priced
+
+Answers served from the response cache (cache_store.py) are counted only in the ``cache_*``
+series, never in the ones above or in ``requests_total``, the histograms and the token counters:
+those, and so every analysis template, count only what the engine served::
+
+    modelops_gateway_cache_hits_total{route,stream} / cache_misses_total{route}   hit rate
+    modelops_gateway_cache_stores_total, _evictions_total{reason}, _errors_total{operation}
+    modelops_gateway_cache_bytes{store}, _entries{store}                     the in-memory store's size
 """
 
 from __future__ import annotations
@@ -143,6 +151,26 @@ class GatewayMetrics:
         self.structured = Counter(f"{PREFIX}_structured_output", "Answers to requests that asked for JSON, by "
                                   "result: valid, invalid_json, schema_mismatch, too_large (not judged)",
                                   [*base, "route", "result"], registry=r)
+        # The response cache (cache_store.py). A hit is counted here and nowhere else: not in requests_total,
+        # the duration and TTFT histograms, the token counters or the cost, which all stay "what the engine
+        # served", so a revision's analysis is never flattered by answers its engine did not give.
+        self.cache_hits = Counter(f"{PREFIX}_cache_hits", "Requests answered from the response cache (not in "
+                                  "requests_total, the latency histograms, tokens or cost)",
+                                  [*base, "route", "stream"], registry=r)
+        self.cache_misses = Counter(f"{PREFIX}_cache_misses", "Cacheable requests looked up and not found (sent "
+                                    "to the engine); hit rate = hits / (hits + misses)", [*base, "route"], registry=r)
+        self.cache_stores = Counter(f"{PREFIX}_cache_stores", "Engine answers stored in the response cache",
+                                    [*base, "route"], registry=r)
+        self.cache_evictions = Counter(f"{PREFIX}_cache_evictions", "Entries dropped from the in-memory response "
+                                       "cache, by reason: size (room for newer ones), expired", [*base, "reason"],
+                                       registry=r)
+        self.cache_errors = Counter(f"{PREFIX}_cache_errors", "Response cache failures, by operation: get, set, "
+                                    "decode, unavailable (Redis left alone after a failure), backlog (writes "
+                                    "dropped); the request went to the engine", [*base, "operation"], registry=r)
+        self.cache_bytes = Gauge(f"{PREFIX}_cache_bytes", "Bytes held by the in-memory response cache",
+                                 [*base, "store"], registry=r)
+        self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the in-memory response cache",
+                                   [*base, "store"], registry=r)
         for side in ("positive", "negative"):  # present from the start: a rate over a window needs both ends
             self.feedback.labels(namespace, model, revision, side)
         self.feedback_score.labels(namespace, model, revision)
@@ -237,6 +265,38 @@ class GatewayMetrics:
     def structured_output(self, route: str, results: list[str]) -> None:
         for result in results:
             self._child(self.structured, route, result).inc()
+
+    # --- response cache (cache_store.py) ---------------------------------------------
+    def cache_enabled(self, store: str, memory: Any = None) -> None:
+        """The cache is on: its series exist from the start (a rate needs both ends); ``memory``, the
+        in-memory LRU, whose size the gauges read when scraped."""
+        for route in ("chat", "completions", "embeddings"):
+            self._child(self.cache_misses, route)
+            self._child(self.cache_stores, route)
+            for stream in (("false",) if route == "embeddings" else ("true", "false")):
+                self._child(self.cache_hits, route, stream)
+        for operation in ("get", "set", "decode", "unavailable", "backlog") if store == "redis" else ():
+            self._child(self.cache_errors, operation)
+        if memory is not None:
+            for reason in ("size", "expired"):
+                self._child(self.cache_evictions, reason)
+            self._child(self.cache_bytes, store).set_function(lambda: memory.bytes)
+            self._child(self.cache_entries, store).set_function(lambda: len(memory))
+
+    def cache_hit(self, route: str, stream: bool) -> None:
+        self._child(self.cache_hits, route, "true" if stream else "false").inc()
+
+    def cache_missed(self, route: str) -> None:
+        self._child(self.cache_misses, route).inc()
+
+    def cache_stored(self, route: str) -> None:
+        self._child(self.cache_stores, route).inc()
+
+    def cache_evicted(self, reason: str) -> None:
+        self._child(self.cache_evictions, reason).inc()
+
+    def cache_error(self, operation: str) -> None:
+        self._child(self.cache_errors, operation).inc()
 
     # --- state --------------------------------------------------------------------
     def set_engine_ready(self, ready: bool) -> None:

@@ -24,9 +24,11 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import aiohttp
 
 # Response headers worth passing on; hop-by-hop and length/encoding headers are not
-# (the gateway re-frames the body).
+# (the gateway re-frames the body). x-modelops-cache and age: an A/B challenger's gateway says
+# whether it answered from its response cache.
 PASS_HEADERS = frozenset({"content-type", "cache-control", "x-request-id", "openai-processing-ms",
-                          "openai-version", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"})
+                          "openai-version", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                          "x-modelops-cache", "age"})
 # Upstream statuses that mean "not now" rather than "no": retried, then the fallback.
 RETRY_STATUSES = frozenset({502, 503, 504})
 

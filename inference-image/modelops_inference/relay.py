@@ -11,6 +11,11 @@ Two things are done to an answer of this revision's own engine (not to one relay
 the A/B challenger, whose gateway has done them): its ``id`` becomes one that names this
 revision (``responseid.IdStamper``, for feedback), and, when the request asked for JSON,
 its text is judged (``structured.AnswerText``) once it is complete.
+
+With the response cache on, a cacheable request's answer from this revision's own engine (not the
+fallback's, not the A/B challenger's) is also kept, chunk by chunk as the engine sent it, by a
+``cache_store.Recorder``, and stored when it went out whole. ``CachedResponse`` replays a stored
+answer: the same chunks, in the same ASGI messages, through a fresh ``IdStamper``.
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
 
 from .accounting import BodyTally, StreamTally
+from .cache import Entry
 from .disconnect import ClientGone, cancel_on_disconnect
 from .metrics import GatewayMetrics
 from .protocol import error_body
 from .proxy import Head, UpstreamFailure
 from .responseid import IdStamper, ResponseIds
 from .structured import AnswerText, Expectation
+
+if TYPE_CHECKING:
+    from .cache_store import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +69,9 @@ class RelayResponse(Response):
                  started: float, metrics: GatewayMetrics, extra_headers: list[tuple[bytes, bytes]],
                  on_broken: Callable[[str], None] | None = None, ids: ResponseIds | None = None,
                  expect: Expectation | None = None, answer_limit: int = 1 << 20,
-                 prompt_estimate: Callable[[], int] | None = None) -> None:
+                 prompt_estimate: Callable[[], int] | None = None, record: "Recorder | None" = None) -> None:
         self.background = None
+        self.record = record  # a cacheable request: keep the engine's answer for the response cache
         # the request's prompt tokens, estimated from its text: charged when the engine reports no
         # usage (a stream without stream_options.include_usage), so a hosted prompt price is not lost
         self.prompt_estimate = prompt_estimate
@@ -109,6 +119,8 @@ class RelayResponse(Response):
                     estimated_prompt_tokens=estimated)
                 if self._answer is not None and self.code == 200:  # complete: not broken off, nor left
                     self._judge(tally)
+                if self.record is not None and self.code == 200:
+                    self.record.finish()
 
     def _judge(self, tally: StreamTally | BodyTally) -> None:
         assert self._answer is not None
@@ -149,14 +161,24 @@ class RelayResponse(Response):
                 self._stamper = IdStamper(self.ids, sse=sse)
             if own and self.expect is not None:
                 self._answer = AnswerText(self.expect, self.answer_limit)
+            if self.record is not None:
+                if own and head.upstream.name == "engine":  # never the fallback's answer
+                    self.record.begin(head.content_type, head.headers)
+                else:
+                    self.record = None
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             ended = False  # the last chunk went out with more_body=False (saves one write)
+            record = self.record
             if head.first_chunk:
+                if record is not None:
+                    record.add(head.first_chunk)
                 tally.feed(head.first_chunk)
                 ended = head.ended()
                 await self._send_body(send, head.first_chunk, ended, sse)
             try:
                 async for chunk in gen:  # after `ended`: only the generator's clean finish, no more data
+                    if record is not None:
+                        record.add(chunk)  # type: ignore[arg-type]
                     tally.feed(chunk)  # type: ignore[arg-type]
                     ended = head.ended()
                     await self._send_body(send, chunk, ended, sse)  # type: ignore[arg-type]
@@ -195,3 +217,47 @@ class RelayResponse(Response):
                 return  # all held back (the engine's id is not known yet)
         await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
 
+
+class CachedResponse(Response):
+    """A stored answer (``cache.Entry``), replayed: the engine's chunks in the same ASGI messages (so the
+    same chunk boundaries, SSE events and ``[DONE]`` as the answer first had), the response id made
+    afresh by this revision (``IdStamper``, a new nonce: each hit can be rated once, and only here).
+
+    It is not counted as a request, nor in the latency, token or cost metrics (the cache's hit counter
+    has counted it): those are what the engine served. Nor is its JSON judged again.
+    """
+
+    def __init__(self, entry: Entry, *, ids: ResponseIds | None, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        self.background = None
+        self.entry = entry
+        self.ids = ids
+        self.extra_headers = extra_headers
+        self.issued: str | None = None  # the id the client got (tests)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Send) -> None:
+        entry = self.entry
+        sse = entry.sse
+        age = max(0, int(time.time() - entry.stored_at))
+        headers = [(b"content-type", entry.content_type.encode("latin-1")), *self.extra_headers,
+                   (b"x-modelops-cache", b"hit"), (b"age", str(age).encode())]
+        if entry.cache_control:
+            headers.append((b"cache-control", entry.cache_control.encode("latin-1")))
+        if sse:
+            headers.append((b"x-accel-buffering", b"no"))
+        stamper = IdStamper(self.ids, sse=sse) if self.ids is not None and (
+            sse or entry.content_type.startswith("application/json")) else None
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        last = len(entry.chunks) - 1
+        for i, chunk in enumerate(entry.chunks):
+            if stamper is not None:
+                chunk = stamper.feed(chunk)
+                if i == last:
+                    chunk += stamper.flush()
+                elif not chunk:
+                    continue  # held back until the engine's id is known, as when it was first relayed
+            await send({"type": "http.response.body", "body": chunk, "more_body": i != last})
+        if last < 0:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if stamper is not None:
+            self.issued = stamper.issued

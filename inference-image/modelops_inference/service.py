@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .accounting import estimate_prompt_tokens
+from .cache_store import ResponseCache
 from .defaults import ServingConfig, predict_request, predict_result
 from .disconnect import ClientGone, cancel_on_disconnect
 from .feedback import SeenIds, parse_feedback
@@ -28,7 +29,7 @@ from .metadata import ServingConfigHolder
 from .metrics import GatewayMetrics
 from .protocol import PredictRequest, PredictResponse, RequestError, parse_json_object, validate
 from .proxy import Head, RetryPolicy, Upstream, UpstreamFailure, read_all, upstream_stream
-from .relay import CLIENT_CLOSED, RelayResponse, failure_type
+from .relay import CLIENT_CLOSED, CachedResponse, RelayResponse, failure_type
 from .responseid import ResponseIds, claimed_revision, claims_revision
 from .security import RateLimiter, TokenFile, client_address
 from .settings import GatewaySettings
@@ -61,6 +62,7 @@ class GatewayService:
     limiter: RateLimiter | None
     ids: ResponseIds
     split: SplitFile | None = None
+    cache: ResponseCache | None = None
 
     def __post_init__(self) -> None:
         self.rated = SeenIds()  # response ids already rated on this pod (bounded: feedback.py)
@@ -215,6 +217,21 @@ class GatewayService:
                 body = shape(body, self.config.config)
         except RequestError as err:
             return self.reject(route, err, started)
+        # The response cache: only for a request this revision answers (an A/B user of the challenger gets
+        # the challenger's answer, from its own gateway and cache), keyed on the body as the engine gets it.
+        plan = self.cache.plan(route, body, request.headers, shadow=SHADOW_HEADER in request.headers) \
+            if self.cache is not None and challenger is None else None
+        extra_headers = self.revision_header
+        if plan is not None:
+            if plan.read and (entry := await self.cache.lookup(plan)) is not None:  # type: ignore[union-attr]
+                if copy is not None:
+                    copy()  # the shadow gets its copy as for any request
+                headers = self.revision_header
+                if (request_id := request.headers.get("x-request-id")) is not None:
+                    headers = [*headers, (b"x-request-id", request_id.encode("latin-1", "replace"))]
+                return CachedResponse(entry, ids=self.ids if route in STAMPED_ROUTES else None,
+                                      extra_headers=headers)
+            extra_headers = [*self.revision_header, (b"x-modelops-cache", plan.header)]
         upstreams = self.upstreams() if challenger is None else [challenger, *self.upstreams()]
         opener = partial(upstream_stream, self.session, upstreams, path, body, policy=self.policy,
                          timeout=self.timeout, on_error=self.on_upstream_error,
@@ -222,13 +239,14 @@ class GatewayService:
         if copy is not None:
             opener = partial(after_head, opener, copy)
         return RelayResponse(opener=opener, route=route, stream=bool(body.get("stream")), started=started,
-                             metrics=self.metrics, extra_headers=self.revision_header,
+                             metrics=self.metrics, extra_headers=extra_headers,
                              on_broken=lambda why: self.monitor.suspect(f"broken stream: {why}"),
                              ids=self.ids if route in STAMPED_ROUTES else None,
                              expect=expectation(body) if route in STAMPED_ROUTES else None,
                              answer_limit=self.settings.structured_output_max_bytes,
                              prompt_estimate=partial(estimate_prompt_tokens, body) if self.metrics.prices_prompts
-                             else None)
+                             else None,
+                             record=self.cache.recorder(plan) if plan is not None else None)
 
     # --- models, readiness, reload ------------------------------------------------------
     def models_list(self) -> dict[str, Any]:

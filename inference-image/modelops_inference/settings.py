@@ -11,7 +11,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # hosted: an OpenAI-compatible API outside the pod (a provider's); ENGINE_URL is then its OpenAI
@@ -100,6 +100,21 @@ class GatewaySettings(BaseSettings):
     price_output_per_mtok: float | None = Field(
         default=None, ge=0, description="dollars per million output tokens (a hosted API's price)")
 
+    # --- response cache (see cache.py, cache_store.py) -----------------------------------
+    cache_enabled: bool | None = Field(
+        default=None, description="answer repeated deterministic requests (temperature 0 or a seed, no tools) "
+                                  "from a cache; default: on when CACHE_URL is set, else off")
+    cache_url: str | None = Field(
+        default=None, description="redis://host:6379/0 (or rediss://): a Redis shared by the revision's replicas; "
+                                  "unset = in memory, per process")
+    cache_password_file: Path | None = Field(default=None, description="file holding the Redis password")
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024,
+                                 description="bytes the in-memory cache holds in all (least recently used go first)")
+    cache_max_entry_bytes: int = Field(default=1 << 20, ge=1024, description="larger answers are not stored")
+    cache_ttl_seconds: float = Field(default=3600.0, gt=0, description="how long an answer is served from the cache")
+    cache_timeout: float = Field(default=0.1, gt=0, description="seconds a Redis call may take; beyond, the request "
+                                                                "goes to the engine")
+
     # --- optional protection --------------------------------------------------------
     auth_token_file: Path | None = Field(
         default=None, description="when set, requests need `Authorization: Bearer <token in file>`")
@@ -121,6 +136,21 @@ class GatewaySettings(BaseSettings):
     def _check_fallback_url(cls, v: str | None) -> str | None:
         return _http_url(v) if v else None
 
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _check_cache_bounds(self) -> "GatewaySettings":
+        if self.cache_on and not self.cache_url and self.cache_max_entry_bytes > self.cache_max_bytes:
+            raise ValueError("cache_max_entry_bytes must not exceed cache_max_bytes")
+        return self
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_trusted_proxies(cls, v: Any) -> Any:
@@ -139,6 +169,11 @@ class GatewaySettings(BaseSettings):
         if not v.startswith(("gs://", "file://")):
             raise ValueError(f"must be a gs:// or file:// URI, got {v!r}")
         return v
+
+    @property
+    def cache_on(self) -> bool:
+        """The response cache is on: MODELOPS_CACHE_ENABLED, else whether a Redis URL is set."""
+        return self.cache_enabled if self.cache_enabled is not None else self.cache_url is not None
 
     @property
     def upstream_model(self) -> str:

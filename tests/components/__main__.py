@@ -1,6 +1,6 @@
 """``python -m tests.components install|status``: the real components of the inference tests.
 
-    python -m tests.components install            # llama.cpp server + SmolLM2 + Ollama (cached builds) + Prometheus
+    python -m tests.components install            # llama.cpp server + SmolLM2 + Ollama (cached builds) + Prometheus + Redis
     python -m tests.components install nginx     # the benchmark's reverse-proxy baseline
     python -m tests.components status
 """
@@ -13,7 +13,7 @@ import time
 
 from . import install, ollama, versions
 
-DEFAULT = ("llama", "smollm2", "ollama", "prometheus")
+DEFAULT = ("llama", "smollm2", "ollama", "prometheus", "redis")
 ALL = (*DEFAULT, "nginx")
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             what = ALL if "all" in chosen else tuple(chosen)
             steps = {"llama": install.install_llama, "smollm2": install.install_smollm2,
                      "ollama": ollama.build, "nginx": install.install_nginx,
-                     "prometheus": install.install_prometheus}
+                     "prometheus": install.install_prometheus, "redis": install.install_redis}
             for name in ALL:
                 if name in what:
                     steps[name]()
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"SmolLM2 GGUF: {exc}")
             print(f"ollama {versions.OLLAMA}: {ollama.binary() or 'not built'}")
             print(f"nginx: {install.nginx_binary() or 'not installed'}")
+            print(f"redis-server: {install.redis_server_binary() or 'not installed'}")
     except install.ComponentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

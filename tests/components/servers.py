@@ -1,5 +1,5 @@
 """The real components as processes: fake-gcs-server, llama.cpp's server, Ollama, the stub
-engine, and the gateway itself. Each starts on a free loopback port, waits for readiness
+engine, redis-server, and the gateway itself. Each starts on a free loopback port, waits for readiness
 with a deadline, and stops its whole process group.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -191,6 +192,59 @@ class StubEngine:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, in memory only (no RDB snapshots, no AOF), its
+    files in a temporary directory removed on ``stop``."""
+
+    def __init__(self, log_dir: Path, port: int | None = None, name: str = "redis-server") -> None:
+        binary = install.redis_server_binary()
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run `python -m tests.components install`")
+        self.port = port or free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.dir = Path(tempfile.mkdtemp(prefix="modelops-redis-"))
+        self.proc = ManagedProcess(name, [
+            str(binary), "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no",
+            "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+        ], log_dir=log_dir)
+
+    def start(self, timeout: float = 30) -> "RedisServer":
+        self.proc.start()
+        self.proc.wait_ready(self.ping, timeout=timeout, what=f"redis-server on port {self.port}")
+        return self
+
+    def command(self, *args: str) -> bytes:
+        """One command in RESP, the raw reply (enough for PING, DBSIZE, FLUSHALL, KEYS)."""
+        request = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args)
+        with socket.create_connection((LOOPBACK, self.port), timeout=5) as conn:
+            conn.sendall(request)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                data = conn.recv(65536)
+                if not data:
+                    break
+                reply += data
+            return reply
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING") == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        reply = self.command("KEYS", pattern)
+        return [line.decode() for line in reply.split(b"\r\n")[2::2] if line]
+
+    def flush(self) -> None:
+        assert self.command("FLUSHALL") == b"+OK\r\n"
+
+    def stop(self) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Gateway:

@@ -17,6 +17,11 @@ It is not a model: every answer is the same tokens.
   "lb=1; Path=/"}`` adds that Set-Cookie to every answer (``last_cookie`` in the stats is the
   Cookie header of the last request); ``POST /_stub/reset``.
 
+Asked for JSON (``response_format`` ``json_object`` or ``json_schema``), it answers
+``{"answer": "tok tok ..."}`` (streamed: the braces and quotes as chunks of their own) as a
+well-behaved engine does; ``POST /_stub/garble {"on": true}`` makes it ignore the format and
+answer plain text, as an engine that does not support it (or a model that drifts) would.
+
 A stand-in for a hosted API (a provider): ``--api-key KEY`` makes every ``/v1`` route require
 ``Authorization: Bearer KEY`` (else 401 with an OpenAI-style error that, like some providers',
 repeats the key it was sent: a gateway must not pass that on), counted as ``unauthorized`` in the
@@ -75,6 +80,7 @@ class Stub:
         self.last_authorization: str | None = None
         self.last_cookie: str | None = None
         self.set_cookie: str | None = None  # sent as Set-Cookie on every answer (like a hosted API's load balancer)
+        self.garble = False  # ignore response_format: answer plain text when JSON was asked for
 
     def chunks(self, kind: str, model: str) -> tuple[bytes, bytes]:
         key = (kind, model)
@@ -111,6 +117,9 @@ class Stub:
                 raise ConnectionResetError("caller went away")
         n = int(body.get("max_tokens") or self.tokens)
         model = str(body.get("model", self.model))
+        # Asked for JSON (response_format), a well-behaved engine answers {"answer": "tok tok ..."}.
+        as_json = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema") \
+            and not self.garble
         delay = float(request.headers.get("x-stub-token-delay", self.token_delay))
         if not body.get("stream"):
             if delay:
@@ -125,7 +134,7 @@ class Stub:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
-            text = TOKEN * n
+            text = json.dumps({"answer": TOKEN * n}) if as_json else TOKEN * n
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                       if kind == "chat" else {"index": 0, "text": text, "finish_reason": "stop"})
             self.completed += 1
@@ -138,10 +147,14 @@ class Stub:
         self.active += 1
         done = False
         try:
+            if as_json:
+                await resp.write(_chunk(kind, model, '{"answer": "', None))
             for _ in range(n):
                 if delay:
                     await asyncio.sleep(delay)
                 await resp.write(token_chunk)
+            if as_json:
+                await resp.write(_chunk(kind, model, '"}', None))
             await resp.write(last_chunk)
             include_usage = (body.get("stream_options") or {}).get("include_usage")
             if include_usage:
@@ -201,6 +214,10 @@ def make_app(stub: Stub, prefix: str = "/v1") -> web.Application:
         stub.fail.extend([int(body.get("status", 503))] * int(body.get("count", 1)))
         return web.json_response({"queued": len(stub.fail)})
 
+    async def garble(request: web.Request) -> web.Response:
+        stub.garble = bool((await request.json()).get("on", True))
+        return web.json_response({"garble": stub.garble})
+
     async def hang(request: web.Request) -> web.Response:
         body = await request.json()
         stub.hang.extend([float(body.get("seconds", 5))] * int(body.get("count", 1)))
@@ -232,6 +249,7 @@ def make_app(stub: Stub, prefix: str = "/v1") -> web.Application:
     app.router.add_get("/_stub/stats", stats)
     app.router.add_post("/_stub/fail", fail)
     app.router.add_post("/_stub/hang", hang)
+    app.router.add_post("/_stub/garble", garble)
     app.router.add_post("/_stub/truncate", truncate)
     app.router.add_post("/_stub/reset", reset)
     app.router.add_post("/_stub/cookie", cookie)

@@ -2,7 +2,8 @@
 
 Session-scoped (started once, on first use): fake-gcs-server, llama.cpp's server with
 SmolLM2, Ollama with SmolLM2, the fast stub engine. Function-scoped factories start
-gateways (and private engines for tests that kill them); everything a test starts is
+gateways, redis-servers (the shared response cache) and private engines for tests that kill
+them; everything a test starts is
 stopped when it ends. Nothing is skipped: a missing component fails with the command
 that installs it (`python -m tests.components install`).
 """
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.components.servers import FakeGCS, Gateway, LlamaServer, OllamaServer, StubEngine
+from tests.components.servers import FakeGCS, Gateway, LlamaServer, OllamaServer, RedisServer, StubEngine
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,6 +121,21 @@ def start_stub(component_logs: Path) -> Iterator[Callable[..., StubEngine]]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def start_redis(component_logs: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Private redis-servers (in memory only), stopped after the test; ``port`` to restart one in place."""
+    started: list[RedisServer] = []
+
+    def start(port: int | None = None) -> RedisServer:
+        server = RedisServer(component_logs, port=port, name=f"redis-{len(started)}-{os.getpid()}").start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -37,6 +37,10 @@ BENCHMARKS = [
      (r"^ratio gateway / direct throughput \(pinned\): 1 streams \d+\.\d\d, 16 streams \d+\.\d\d$",)),
     ("tests.bench.shadow", False,
      (r"^ratio mirror / no mirror TTFT p50: fast shadow \d+\.\d\d, hanging shadow \d+\.\d\d$",)),
+    ("tests.bench.cache", False,
+     (r"^ratio hit / engine, streamed: TTFT memory \d+\.\d{4}, Redis \d+\.\d{4}; "
+      r"total memory \d+\.\d{4}, Redis \d+\.\d{4}$",
+      r"^ratio hit / engine, JSON: total memory \d+\.\d{4}, Redis \d+\.\d{4}$")),
 ]
 
 

@@ -19,6 +19,8 @@ MODULES = [
     "modelops_inference.feedback",
     "modelops_inference.structured",
     "modelops_inference.cost",
+    "modelops_inference.cache",
+    "modelops_inference.cache_store",
 ]
 
 

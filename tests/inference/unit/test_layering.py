@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[3] / "inference-image" / "modelops_inference"
 PURE = ["defaults.py", "accounting.py", "protocol.py", "security.py", "responseid.py", "feedback.py",
-        "structured.py", "cost.py"]
+        "structured.py", "cost.py", "cache.py"]
 IO = {"aiohttp", "httpx", "google", "starlette", "fastapi", "uvicorn", "prometheus_client", "requests", "socket"}
 
 
