@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None, *, revision_url: "RevisionUrl | None" = 
                                "json": kopf.LogFormat.JSON}[args.log_format])
     if not args.verbose:  # every watch event's "handler succeeded" is noise at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # and so is every API request lightkube's HTTP client logs ("HTTP Request: PATCH ..."); errors
+        # still reach the log through the adapters that handle them
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     # kopf itself always runs standalone: every replica watches (its caches stay warm); only the
     # Lease's holder reconciles and writes (handlers/modeldeployment.py, adapters/leader.py).
     memo = kopf.Memo(config=config)

@@ -49,7 +49,8 @@ Users (``users``): each request carries ``x-user-id`` from a pool of that many u
 split's sticky assignment expects. Ratings (``taste``): after an answer, its user rates it
 (``POST /v1/feedback`` with the response id, to the gateway the request went to, as a client
 only knows the public endpoint) thumbs up with the answering revision's probability in
-``taste``; what the gateways answered is counted in ``feedback``.
+``taste``; what the gateways answered is counted in ``feedback``. Structured output (``json_answers``): requests ask for JSON
+(``response_format``), which the stub engines answer as JSON unless a test garbles one (``garble``).
 
 Every request is recorded with the revision it went to and its status, and classified:
 ``ok``; ``outage`` (no endpoints, no such Service or route backend, connection refused: the
@@ -193,6 +194,10 @@ class StandIn:
     def fail_requests(self, status: int = 500) -> None:
         httpx.post(f"http://127.0.0.1:{self.stub_port}/_stub/fail", json={"status": status, "count": 100_000}, timeout=5)
 
+    def garble_json(self) -> None:
+        """Its engine answers plain text even when asked for JSON."""
+        httpx.post(f"http://127.0.0.1:{self.stub_port}/_stub/garble", json={"on": True}, timeout=5)
+
     def slow_first_token(self, seconds: float) -> None:
         httpx.post(f"http://127.0.0.1:{self.stub_port}/_stub/hang", json={"seconds": seconds, "count": 100_000},
                    timeout=5)
@@ -269,7 +274,7 @@ class Harness:
     def __init__(self, api: client.ApiClient, namespace: str, name: str, prometheus: PrometheusServer,
                  workdir: Path, failing: set[str] | None = None, urls_file: Path | None = None,
                  preview_traffic: bool = False, users: int = 0, taste: dict[str, float] | None = None,
-                 provider_key: str | None = None) -> None:
+                 provider_key: str | None = None, json_answers: bool = False) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.prometheus = prometheus
         self.workdir = workdir
@@ -282,6 +287,8 @@ class Harness:
         self.users = users  # requests carry x-user-id from this many users (0: anonymous)
         self.taste = dict(taste or {})  # revision -> the chance its user rates an answer up (absent: no rating)
         self.provider_key = provider_key  # the API key a hosted revision's stub provider requires
+        self.json_answers = json_answers  # requests ask for JSON (response_format json_object)
+        self.garbled: set[str] = set()  # revisions whose engine ignores response_format, on purpose
         self.feedback: Counter[tuple[str, str, int]] = Counter()  # (answering revision, rating, HTTP status)
         self.history: list[Sent] = []
         self.timeline: list[tuple[float, str]] = []  # what changed in the cluster, as the harness saw it
@@ -349,6 +356,14 @@ class Harness:
             standin = self._procs.get(revision)
         if standin:
             standin.fail_requests()
+
+    def garble(self, revision: str) -> None:
+        """The revision's engine answers plain text when asked for JSON (also after a restart)."""
+        with self._lock:
+            self.garbled.add(revision)
+            standin = self._procs.get(revision)
+        if standin:
+            standin.garble_json()
 
     def slow(self, revision: str, seconds: float) -> None:
         """The revision's engine starts every answer ``seconds`` late (time to first token)."""
@@ -555,9 +570,11 @@ class Harness:
             return
         try:
             with self._lock:
-                failing, slow = rev in self.failing, self.slowed.get(rev)
+                failing, slow, garbled = rev in self.failing, self.slowed.get(rev), rev in self.garbled
             if failing:
                 standin.fail_requests()
+            if garbled:
+                standin.garble_json()
             if slow:
                 standin.slow_first_token(slow)
             with self._lock:
@@ -565,8 +582,11 @@ class Harness:
                 self._starting.discard(rev)
                 missed_fail = rev in self.failing and not failing
                 missed_slow = self.slowed.get(rev) if self.slowed.get(rev) != slow else None
+                missed_garble = rev in self.garbled and not garbled
             if missed_fail:  # fail() came while it was starting
                 standin.fail_requests()
+            if missed_garble:
+                standin.garble_json()
             if missed_slow:
                 standin.slow_first_token(missed_slow)
             with self._lock:
@@ -672,9 +692,11 @@ class Harness:
             return
         self._serving = True
         headers = {"x-user-id": f"user-{rng.randrange(self.users)}"} if self.users else {}
+        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        if self.json_answers:
+            body["response_format"] = {"type": "json_object"}
         try:
-            resp = http.post(standin.url + "/v1/chat/completions", headers=headers, json={
-                "model": self.model, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+            resp = http.post(standin.url + "/v1/chat/completions", headers=headers, json=body)
         except httpx.ConnectError as exc:
             self._record(routed, routed.revision, 0, "outage", f"connection failed: {exc}")
             return

@@ -38,15 +38,6 @@ LEASE_DURATION, RETRY = 15.0, 2.0
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "8s"}}, {"setWeight": 50}, {"pause": {"duration": "8s"}}]
 
 
-@pytest.fixture
-def prometheus() -> Iterator[PrometheusServer]:
-    prom = PrometheusServer().start()
-    try:
-        yield prom
-    finally:
-        prom.stop()
-
-
 class Replica(OperatorProcess):
     def __init__(self, cluster: ClusterHandle, namespace: str, identity: str, lease: str, log: Path,
                  gcs_env: dict[str, str]) -> None:

@@ -1,5 +1,6 @@
-"""The migration from a hosted API to a model served on our own GPUs, end to end: the README's
-walkthrough with the manifests of ``examples/migration/``, on the local cluster with real Prometheus,
+"""The migration from a hosted API to a model served on our own GPUs, end to end — the README's
+walkthrough with the manifests of ``examples/migration/``, a shadow step, and structured output judged
+on real traffic — on the local cluster with real Prometheus,
 real gateway processes standing in for each revision's pods, configured as the pods are (their
 prices, a hosted API's model and key, the feedback key: ``rollout_harness.PodConfig``), users sending
 requests all along and rating the answers.
@@ -24,7 +25,7 @@ from tests.support.wait import wait_for
 
 from .rollout_harness import Harness
 from .steps import apply, condition, events, example, get, service_revision, wait_phase, with_changes
-from .test_rollouts import canary, notified, revision
+from .test_rollouts import canary, given_v1_then_v2, keeps_serving, notified, revision
 
 PROVIDER_KEY = "sk-e2e-provider-key"  # what the stub provider checks: the Secret's value
 FEEDBACK_KEY = "0" * 64  # signs response ids; shared by a revision's replicas
@@ -119,10 +120,7 @@ def test_gemma_costing_more_per_token_than_the_hosted_api_is_rolled_back(
                                   "minSamples": 5}, duration="5m")
     v1, v2 = revision(v1m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, users=USERS, provider_key=PROVIDER_KEY) as h:
-        apply(cluster, namespace, v1m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        h.wait_serving()
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, v1m, v2m, h)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=120)
         assert obj["status"]["stableRevision"] == v1
         assert "cost" in condition(obj, "Degraded")["message"], condition(obj, "Degraded")
@@ -147,10 +145,7 @@ def test_a_shadow_step_catches_a_failing_revision_before_any_user_reaches_it(
     v2m = with_changes(v1m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
     v1, v2 = revision(v1m), revision(v2m)
     with Harness(api, namespace, "chat", prometheus, tmp_path, failing={v2}) as h:
-        apply(cluster, namespace, v1m)
-        wait_phase(api, namespace, "chat", "Healthy")
-        h.wait_serving()
-        apply(cluster, namespace, v2m)
+        given_v1_then_v2(api, cluster, namespace, v1m, v2m, h)
         obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=120)
         assert obj["status"]["stableRevision"] == v1
         assert "error-rate" in condition(obj, "Degraded")["message"]
@@ -162,3 +157,35 @@ def test_a_shadow_step_catches_a_failing_revision_before_any_user_reaches_it(
     assert h.requests_to(v2) == 0 and h.requests_to(v1) > 0, h.summary()
     kinds = [b["data"]["kind"] for b in notified(notifications, namespace, "rolledback") if b["subject"] == v2]
     assert kinds[0] == "started" and kinds[-1] == "rolledback", kinds
+
+
+def test_a_revision_whose_answers_stop_being_json_is_rolled_back_on_invalid_json_rate(
+        api, cluster, namespace, operator, prometheus, notifications: Receiver, tmp_path) -> None:
+    """Clients ask for JSON (``response_format``); v2's engine answers plain text anyway (a model or
+    engine setting that drops JSON mode): the gateway judges every answer, and the canary is rolled
+    back on ``invalidJsonRate`` while v1's answers, judged the same way, are all valid."""
+    v1m = canary(prometheus)
+    v1m["spec"]["rollout"]["analysis"]["metrics"].append(
+        {"name": "invalid-json", "template": "invalidJsonRate", "max": 0.02, "minSamples": 5})
+    v2m = with_changes(v1m, "spec.model.source", "gs://models/gemma-2-9b-it-v2/")
+    v1, v2 = revision(v1m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path, json_answers=True) as h:
+        h.garble(v2)
+        given_v1_then_v2(api, cluster, namespace, v1m, v2m, h)
+        obj = wait_phase(api, namespace, "chat", "RolledBack", timeout=120)
+        assert obj["status"]["stableRevision"] == v1
+        assert "invalid-json" in condition(obj, "Degraded")["message"], condition(obj, "Degraded")
+        keeps_serving(h)
+    h.assert_no_outage()  # answers that are not JSON are still answers: users got them
+    assert h.requests_to(v2) > 0, h.summary()
+
+    def judged(rev: str, result: str) -> float:
+        got = prometheus.query(f'sum(max_over_time(modelops_gateway_structured_output_total{{revision="{rev}",'
+                               f'result="{result}"}}[10m]))')
+        return float(got[0]["value"][1]) if got else 0.0
+
+    assert judged(v1, "valid") > 0 and judged(v1, "invalid_json") == 0
+    assert judged(v2, "invalid_json") > 0 and judged(v2, "valid") == 0
+    (rolled_back,) = [b for b in notified(notifications, namespace, "rolledback")
+                      if b["data"]["kind"] == "rolledback"]
+    assert "invalid-json" in rolled_back["data"]["message"] and "above max 0.02" in rolled_back["data"]["message"]
