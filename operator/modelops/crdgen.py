@@ -158,7 +158,11 @@ def crd() -> dict[str, Any]:
                       "singular": api.SINGULAR, "shortNames": api.SHORT_NAMES, "categories": ["all", "modelops"]},
             "versions": [{
                 "name": api.VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
+                # The scale subresource: `kubectl scale`, an HPA or a KEDA ScaledObject set spec.replicas (the
+                # total) and read status.replicas (ready replicas serving users) and status.selector (all pods).
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                                                         "statusReplicasPath": ".status.replicas",
+                                                         "labelSelectorPath": ".status.selector"}},
                 "additionalPrinterColumns": api.PRINTER_COLUMNS,
                 "schema": {"openAPIV3Schema": openapi_schema()},
             }],

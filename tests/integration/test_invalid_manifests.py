@@ -121,6 +121,22 @@ CASES = [
      ["spec.engine.hosted.pricing.inputPerMillionTokens"]),
     ("feedback key ref without name", changed("spec.feedback", {"keySecretRef": {"key": "key"}}),
      ["spec.feedback.keySecretRef.name", "Required"]),
+    # autoscaling
+    ("autoscaling min above max", changed("spec.autoscaling", {"minReplicas": 5, "maxReplicas": 2, "provider": PROM,
+                                                               "target": {"inFlightPerReplica": 4}}),
+     ["spec.autoscaling.minReplicas", "must not be above spec.autoscaling.maxReplicas"]),
+    ("autoscaling max over 1000", changed("spec.autoscaling", {"maxReplicas": 5000, "provider": PROM,
+                                                               "target": {"inFlightPerReplica": 4}}),
+     ["spec.autoscaling.maxReplicas"]),
+    ("autoscaling without a target", changed("spec.autoscaling", {"maxReplicas": 4, "provider": PROM, "target": {}}),
+     ["spec.autoscaling.target", "needs inFlightPerReplica or outputTokensPerSecondPerReplica"]),
+    ("autoscaling without a provider", changed("spec.autoscaling", {"maxReplicas": 4,
+                                                                    "target": {"inFlightPerReplica": 4}}),
+     ["spec.autoscaling.provider", "required unless spec.rollout.analysis.provider is set"]),
+    ("autoscaling window over 1h", changed("spec.autoscaling", {"maxReplicas": 4, "provider": PROM,
+                                                                "target": {"inFlightPerReplica": 4},
+                                                                "scaleDown": {"stabilizationWindow": "2h"}}),
+     ["spec.autoscaling.scaleDown.stabilizationWindow", "at most 1h"]),
 ]
 
 

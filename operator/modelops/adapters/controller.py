@@ -15,13 +15,14 @@ from modelops.config import OperatorConfig
 from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
 from modelops.planning import reconcile
 from modelops.planning.analysis import golden_due, measurement_due
+from modelops.planning.autoscaling import load_request
 
 from .apiclient import ApiFailure, status_of
 from .cache import Cache, Expectation, Snapshot
 from .golden import Golden
 from .kube import ExecutionResult, Kube
 from .notify import Notifier
-from .prometheus import Prometheus
+from .prometheus import LoadSampler, Prometheus
 from .registry import Registry
 
 log = logging.getLogger("modelops.reconcile")
@@ -45,6 +46,7 @@ class CachedReconciler:
         self.cache, self.kube, self.config, self.executor = cache, kube, config, executor
         self.prometheus, self.registry, self.golden = prometheus, registry, golden
         self.notifier = notifier
+        self.sampler = LoadSampler(prometheus) if prometheus else None
         self._failed: set[tuple[str, str]] = set()  # objects whose last reconcile raised
         self._lagging: dict[tuple[str, str], list[Expectation]] = {}  # settle's verdict, for the call
 
@@ -79,7 +81,7 @@ class CachedReconciler:
         try:
             outcome = await loop.run_in_executor(self.executor, functools.partial(
                 reconcile_once, self.kube, self.config, snapshot, self.prometheus, self.registry, self.golden,
-                expect, self.notifier))
+                expect, self.notifier, self.sampler))
         except Exception:
             self._failed.add(key)
             raise
@@ -92,7 +94,7 @@ class CachedReconciler:
 def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None,
                    prometheus: Prometheus | None = None, registry: Registry | None = None,
                    golden: Golden | None = None, expect: list[Expectation] | None = None,
-                   notifier: Notifier | None = None) -> Outcome:
+                   notifier: Notifier | None = None, sampler: LoadSampler | None = None) -> Outcome:
     """Plan from ``snapshot`` (the watch-fed cache's copy, or a fresh read; None: the object is
     gone) and execute the plan. Reads nothing from the Kubernetes API. The writes' expectations
     are appended to ``expect``, also when the reconcile fails half-way."""
@@ -112,7 +114,10 @@ def reconcile_once(kube: Kube, config: OperatorConfig, snapshot: Snapshot | None
         measurements = _measure(owner, prometheus, now) if prometheus else None
         answers = _ask_golden(owner, observed, now, golden or Golden())
         metadata = _resolve_metadata(owner, registry) if registry else None
-        plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata)
+        if sampler is None and prometheus is not None:
+            sampler = LoadSampler(prometheus)
+        load = _sample_load(owner, sampler) if sampler else None
+        plan = reconcile.plan(owner, observed, config, now, measurements, answers, metadata, load)
         result = kube.execute(owner, plan, observed, expect)
     except ApiFailure as exc:
         metrics.API_ERRORS.labels(str(status_of(exc))).inc()
@@ -155,6 +160,21 @@ def _measure(owner: reconcile.Owner, prometheus: Prometheus, now: dt.datetime): 
     out = prometheus.measure(request)
     metrics.ANALYSIS_SECONDS.observe(time.monotonic() - started)
     return out
+
+
+def _sample_load(owner: reconcile.Owner, sampler: LoadSampler):  # type: ignore[no-untyped-def]
+    """spec.autoscaling's load, measured at most once per interval (invalid specs are left to the planner)."""
+    if not owner.spec.get("autoscaling"):
+        return None
+    try:
+        spec = ModelDeploymentSpec.model_validate(owner.spec)
+        status = ModelDeploymentStatus.model_validate(owner.status)
+    except ValueError:
+        return None
+    request = load_request(owner.namespace, spec, status)
+    if request is None:
+        return None
+    return sampler.sample((owner.namespace, owner.name), request)
 
 
 def _ask_golden(owner: reconcile.Owner, observed, now: dt.datetime, golden: Golden):  # type: ignore[no-untyped-def]

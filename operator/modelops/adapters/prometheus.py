@@ -8,11 +8,15 @@ consecutiveErrorLimit), with the reason in words.
 from __future__ import annotations
 
 import math
+import time
+from typing import Callable
 
 import httpx
 
 from modelops.domain.analysis import Measurement
+from modelops.domain.autoscaling import LoadSample
 from modelops.planning.analysis import MeasurementRequest
+from modelops.planning.autoscaling import LoadRequest
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -61,4 +65,39 @@ class Prometheus:
                 out.append(Measurement(q.metric, q.value, value=value, stable_value=stable, samples=samples))
             except ProviderError as exc:
                 out.append(Measurement(q.metric, q.value, error=str(exc)))
+        return out
+
+    def load(self, request: LoadRequest) -> LoadSample:
+        """spec.autoscaling's load: each target's sum over the revisions that serve users. One query
+        failing fails the sample (the planner keeps the total and says why)."""
+        totals: dict[str, float | None] = {}
+        for name, query in request.queries.items():
+            try:
+                totals[name] = self.value(request.address, query)
+            except ProviderError as exc:
+                return LoadSample(error=str(exc))
+        return LoadSample(totals)
+
+
+class LoadSampler:
+    """Measures the load of each autoscaled ModelDeployment at most once per ``interval``; in between
+    it hands the last sample to the planner again (the same sample decides the same total, so a
+    reconcile woken by a watch event costs no query). Kept in memory: a restarted operator, or a new
+    leader, measures at once."""
+
+    FORGET_AFTER = 3600.0  # seconds without a sample: the object is gone (or autoscaling is off)
+
+    def __init__(self, prometheus: Prometheus, clock: Callable[[], float] = time.monotonic) -> None:
+        self.prometheus, self.clock = prometheus, clock
+        self._last: dict[tuple[str, str], tuple[float, LoadRequest, LoadSample]] = {}
+
+    def sample(self, key: tuple[str, str], request: LoadRequest) -> LoadSample:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and last[1] == request and now - last[0] < request.interval - 0.5:
+            return last[2]
+        out = self.prometheus.load(request)
+        self._last[key] = (now, request, out)
+        if len(self._last) > 64:  # drop what has not been sampled for long (deleted objects)
+            self._last = {k: v for k, v in self._last.items() if now - v[0] < self.FORGET_AFTER}
         return out

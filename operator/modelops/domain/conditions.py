@@ -41,6 +41,22 @@ class Reason:
     STEP_REACHED = "StepReached"
     DEGRADED_DURING_BAKE = "DegradedDuringBake"
     UNKNOWN_RECEIVER = "UnknownReceiver"
+    # Autoscaling (status.autoscaling.reason; Events Scaled, InsufficientGPU, MetricUnavailable,
+    # ReplicasIgnored; Progressing ScalingUp while the stable's new replicas come up)
+    SCALED = "Scaled"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALING_UP = "ScalingUp"
+    AT_TARGET = "AtTarget"
+    AT_MAXIMUM = "AtMaximum"
+    AT_MINIMUM = "AtMinimum"
+    SCALE_UP_STABILIZED = "ScaleUpStabilized"
+    SCALE_DOWN_STABILIZED = "ScaleDownStabilized"
+    UNSCHEDULABLE = "Unschedulable"
+    METRIC_UNAVAILABLE = "MetricUnavailable"
+    NO_DATA = "NoData"
+    NO_READY_REPLICAS = "NoReadyReplicas"
+    REPLICAS_IGNORED = "ReplicasIgnored"
 
 
 def get(conditions: list[Condition], type_: str) -> Condition | None:

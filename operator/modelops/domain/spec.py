@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
+from modelops.domain.durations import seconds
+
 GROUP = "modelops.dev"
 VERSION = "v1alpha1"
 KIND = "ModelDeployment"
@@ -32,6 +34,8 @@ GS_PATTERN = r"^gs://[a-z0-9][-a-z0-9_.]{1,221}[a-z0-9]/.*$"
 MAX_NAME_LENGTH = 52
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+# The same, short: CEL's duration() on it has a small, known cost.
+ShortDuration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 # A notification receiver's name, as configured in the operator (a DNS label, e.g. ml-oncall).
 RECEIVER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ReceiverName = Annotated[str, StringConstraints(pattern=RECEIVER_NAME_PATTERN, max_length=63)]
@@ -382,12 +386,74 @@ class FeedbackSpec(_Model):
                     "key of its own, and a rating counts only when it reaches the replica that answered.")
 
 
+# --------------------------------------------------------------------------- autoscaling
+MAX_STABILIZATION_WINDOW = "1h"  # as the HPA's stabilizationWindowSeconds (at most 3600)
+MIN_AUTOSCALING_INTERVAL = "5s"
+
+
+class AutoscalingTarget(_Model):
+    in_flight_per_replica: float | None = Field(
+        default=None, gt=0, le=100000,
+        description="Requests in flight per ready replica (the gateway's modelops_gateway_inflight_requests, summed "
+                    "over the revisions that serve users and divided by their ready replicas): the replicas wanted "
+                    "are the requests in flight divided by this.")
+    output_tokens_per_second_per_replica: float | None = Field(
+        default=None, gt=0, le=10000000,
+        description="Output tokens per second per ready replica (rate of modelops_gateway_output_tokens_total over "
+                    "spec.autoscaling.window). With both targets, the one asking for more replicas wins.")
+
+
+class ScaleUpRules(_Model):
+    stabilization_window: ShortDuration = Field(
+        default="0s", description="Scale up to the lowest recommendation of this window (the HPA's default: 0s, "
+                                  "at once). At most 1h.")
+
+
+class ScaleDownRules(_Model):
+    stabilization_window: ShortDuration = Field(
+        default="5m", description="Scale down only to the highest recommendation of this window (the HPA's "
+                                  "default: 5m), so a dip in load does not remove replicas that are wanted again "
+                                  "soon. At most 1h.")
+
+
+class AutoscalingSpec(_Model):
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="The fewest replicas (the total of every "
+                                                                    "revision's share; at least 1).")
+    max_replicas: int = Field(ge=1, le=1000, description="The most replicas (at most 1000).")
+    target: AutoscalingTarget = Field(description="What one replica should carry: inFlightPerReplica and/or "
+                                                  "outputTokensPerSecondPerReplica.")
+    window: ShortDuration = Field(default="1m", description="The metrics' range: in-flight requests are averaged over "
+                                                            "it (avg_over_time), output tokens are a rate() over it.")
+    interval: ShortDuration = Field(default="30s", description="How often the load is measured (at least 5s).")
+    scale_up: ScaleUpRules = Field(default_factory=ScaleUpRules, description="Scale-up stabilization.")
+    scale_down: ScaleDownRules = Field(default_factory=ScaleDownRules, description="Scale-down stabilization.")
+    provider: Provider | None = Field(
+        default=None, description="Where the gateway's metrics are; empty: spec.rollout.analysis.provider.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AutoscalingSpec":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("spec.autoscaling.minReplicas must not be above spec.autoscaling.maxReplicas")
+        if self.target.in_flight_per_replica is None and self.target.output_tokens_per_second_per_replica is None:
+            raise ValueError("spec.autoscaling.target needs inFlightPerReplica or outputTokensPerSecondPerReplica")
+        for rules in (self.scale_up, self.scale_down):
+            if seconds(rules.stabilization_window) > seconds(MAX_STABILIZATION_WINDOW):
+                raise ValueError("a stabilizationWindow is at most 1h")
+        if seconds(self.interval) < seconds(MIN_AUTOSCALING_INTERVAL):
+            raise ValueError("spec.autoscaling.interval is at least 5s")
+        return self
+
+
 # --------------------------------------------------------------------------- spec
 class ModelDeploymentSpec(_Model):
     model: ModelSpec = Field(description="What is served.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="How it is served.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica resources.")
-    replicas: int = Field(default=1, ge=0, le=1000, description="Replicas of the serving revision.")
+    replicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Replicas of the serving revision: the total a rollout splits between revisions (the scale "
+                    "subresource's spec: `kubectl scale`, an HPA or KEDA may set it). Ignored while "
+                    "spec.autoscaling is set: the operator then decides the total.")
     service_account_name: str | None = Field(
         default=None, max_length=253,
         description="ServiceAccount for the pods (e.g. bound to a GCP service account with Workload Identity "
@@ -395,6 +461,19 @@ class ModelDeploymentSpec(_Model):
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="How traffic reaches the revisions.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a new revision replaces the old.")
     feedback: FeedbackSpec | None = Field(default=None, description="User feedback (POST /v1/feedback) settings.")
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Scale the total replicas on the gateways' load (in-flight requests, output tokens/s), "
+                    "between minReplicas and maxReplicas; a rollout splits that total as it splits spec.replicas. "
+                    "Set, it owns the total and spec.replicas is ignored (do not also point an HPA or KEDA at "
+                    "this ModelDeployment).")
+
+    @model_validator(mode="after")
+    def _autoscaling_provider(self) -> "ModelDeploymentSpec":
+        if self.autoscaling is not None and self.autoscaling.provider is None and not (
+                self.rollout.analysis and self.rollout.analysis.provider):
+            raise ValueError("spec.autoscaling.provider is required unless spec.rollout.analysis.provider is set")
+        return self
 
 
 # Cross-field rules the API server enforces (CEL), attached in crdgen by JSON path.
@@ -430,6 +509,31 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
         cel("self.traffic.router != 'gateway-api' || has(self.traffic.gateway)",
             "spec.traffic.gateway (parentRefs) is required when spec.traffic.router is gateway-api",
             field_path=".traffic.gateway"),
+        cel("!has(self.autoscaling) || has(self.autoscaling.provider) || (has(self.rollout) && "
+            "has(self.rollout.analysis) && has(self.rollout.analysis.provider))",
+            "spec.autoscaling.provider is required unless spec.rollout.analysis.provider is set",
+            field_path=".autoscaling.provider"),
+    ],
+    "spec.autoscaling": [
+        cel("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            "spec.autoscaling.minReplicas must not be above spec.autoscaling.maxReplicas", field_path=".minReplicas"),
+        cel("has(self.target.inFlightPerReplica) || has(self.target.outputTokensPerSecondPerReplica)",
+            "spec.autoscaling.target needs inFlightPerReplica or outputTokensPerSecondPerReplica",
+            field_path=".target"),
+        cel("!has(self.interval) || duration(self.interval) >= duration('%s')" % MIN_AUTOSCALING_INTERVAL,
+            "spec.autoscaling.interval is at least %s" % MIN_AUTOSCALING_INTERVAL, field_path=".interval"),
+    ],
+    "spec.autoscaling.scaleUp": [
+        cel("!has(self.stabilizationWindow) || duration(self.stabilizationWindow) <= duration('%s')"
+            % MAX_STABILIZATION_WINDOW,
+            "spec.autoscaling.scaleUp.stabilizationWindow is at most %s" % MAX_STABILIZATION_WINDOW,
+            field_path=".stabilizationWindow"),
+    ],
+    "spec.autoscaling.scaleDown": [
+        cel("!has(self.stabilizationWindow) || duration(self.stabilizationWindow) <= duration('%s')"
+            % MAX_STABILIZATION_WINDOW,
+            "spec.autoscaling.scaleDown.stabilizationWindow is at most %s" % MAX_STABILIZATION_WINDOW,
+            field_path=".stabilizationWindow"),
     ],
     "spec.resources.gpu": [
         cel("!has(self.type) || self.count > 0", "spec.resources.gpu.type needs spec.resources.gpu.count > 0",
@@ -567,6 +671,39 @@ class ResolvedMetadata(_Status):
     resolved_at: str | None = Field(default=None, description="When it was last looked up.")
 
 
+class AutoscalingMetricStatus(_Status):
+    name: str = Field(description="inFlightPerReplica or outputTokensPerSecondPerReplica.")
+    value: float | None = Field(default=None, description="Measured, per ready replica of the revisions that serve "
+                                                          "users (empty: no data).")
+    target: float = Field(description="The target per replica.")
+
+
+class RecommendationRecord(_Status):
+    replicas: int = Field(description="Replicas the load asked for (within minReplicas and maxReplicas).")
+    until: str | None = Field(default=None, description="Until when it was asked for (empty: it is now).")
+
+
+class AutoscalingStatus(_Status):
+    desired: int = Field(description="The total replicas the operator sizes the ModelDeployment for: the stable's "
+                                     "size, which a rollout splits by its step's share.")
+    current: int = Field(default=0, description="Ready replicas of the revisions that serve users.")
+    recommendation: int | None = Field(default=None, description="What the latest load asked for, before the "
+                                                                 "stabilization windows (empty: no data).")
+    metrics: list[AutoscalingMetricStatus] = Field(default_factory=list, description="The measured load per target.")
+    last_scale_time: str | None = Field(default=None, description="When the desired total last changed.")
+    reason: str = Field(default="", description="Why the desired total is what it is, in one word (ScaledUp, "
+                                                "ScaledDown, AtTarget, ScaleDownStabilized, ScaleUpStabilized, "
+                                                "AtMaximum, AtMinimum, InsufficientGPU, Unschedulable, "
+                                                "MetricUnavailable, NoData, NoReadyReplicas).")
+    message: str = Field(default="", description="The same in words.")
+    spec_replicas: int | None = Field(default=None, description="spec.replicas when spec.autoscaling took over: "
+                                                                "another value there means something else scales "
+                                                                "this ModelDeployment (status.warnings says so).")
+    recommendations: list[RecommendationRecord] = Field(
+        default_factory=list, description="Recent recommendations the stabilization windows look at (only changes "
+                                          "are kept, and only those that can still decide).")
+
+
 class ModelDeploymentStatus(_Status):
     observed_generation: int | None = Field(default=None, description="The spec generation this status is for.")
     phase: Phase | None = Field(default=None, description="Derived from conditions.")
@@ -574,7 +711,12 @@ class ModelDeploymentStatus(_Status):
     canary_revision: str | None = Field(default=None, description="The revision being rolled out.")
     canary_weight: int | None = Field(default=None, description="Percent of traffic to the canary.")
     current_step: int | None = Field(default=None, description="Index of the current rollout step.")
-    replicas: int | None = Field(default=None, description="Desired replicas of the serving revision.")
+    replicas: int | None = Field(default=None, description="Ready replicas of the revisions that serve users (the "
+                                                           "stable, and a canary or A/B challenger with a share): the "
+                                                           "scale subresource's current count.")
+    selector: str | None = Field(default=None, description="The label selector of every revision's pods "
+                                                           "(modelops.dev/deployment=<name>): the scale "
+                                                           "subresource's, for an HPA or KEDA.")
     ready_replicas: int | None = Field(default=None, description="Ready replicas of the serving revision.")
     ready: str | None = Field(default=None, description="ready/desired, for kubectl get.")
     message: str | None = Field(default=None, description="What is happening, in words.")
@@ -586,6 +728,8 @@ class ModelDeploymentStatus(_Status):
     metadata: ResolvedMetadata | None = Field(default=None, description="The serving config a metadata prefix resolved to.")
     analysis: dict[str, Any] | None = Field(default=None, description="Last verdict per metric, with values.",
                                             json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="What spec.autoscaling decided, "
+                                                                            "and why.")
     warnings: list[str] | None = Field(default=None, description="What is wrong with the spec but stops nothing, "
                                                                "with the field named (e.g. a receiver in "
                                                                "spec.rollout.notify the operator does not know).")

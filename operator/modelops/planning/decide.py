@@ -6,10 +6,10 @@ how many replicas each revision should have and where users' traffic should go. 
 renderer (planning/render.py) turns that into objects; planning/status.py into conditions.
 
 One rule carries the promise "the stable revision keeps serving through every failure":
-**the stable revision keeps its full size (``spec.replicas``) until another revision has
-taken all of its traffic.** A canary, a blue-green preview or an A/B challenger comes up
-beside it (it needs GPUs of its own, and waits for them with ``InsufficientGPU`` rather than
-take the stable's). So an abort, a revert of the spec or a rollback never has to wait for
+**the stable revision keeps its full size (``spec.replicas``, or the total ``spec.autoscaling``
+decided: ``Inputs.replicas``) until another revision has taken all of its traffic.** A canary, a
+blue-green preview or an A/B challenger comes up beside it (it needs GPUs of its own, and waits
+for them with ``InsufficientGPU`` rather than take the stable's). So an abort, a revert of the spec or a rollback never has to wait for
 capacity: it only moves traffic back.
 
 Cases, in order:
@@ -83,10 +83,12 @@ class Inputs:
     analysis: dict[str, MetricState]  # per-metric records kept in status
     measurements: tuple[Measurement, ...] = ()  # measured for the rollout in status (see reconcile)
     golden: tuple[GoldenAnswer, ...] | None = None  # answers of the revision in status' rollout
+    total: int | None = None  # the autoscaled total (planning/autoscaling.py); None: spec.replicas
 
     @property
     def replicas(self) -> int:
-        return self.spec.replicas
+        """The total a rollout splits: the stable's full size."""
+        return self.spec.replicas if self.total is None else self.total
 
     def state(self, revision: str | None) -> RevisionState:
         return self.observed.revisions.get(revision or "", RevisionState(name=revision or "", replicas=0))
@@ -286,7 +288,7 @@ def _roll_out(inp: Inputs, notes: _Notes) -> Decision:
     if promote is not None:
         ro = _set(ro, paused=False, pause_reason=None, paused_at=None)
         if promote == "full" or strategy != "Canary":
-            ro = _set(ro, promoting=True, promote_reason="promoted by annotation" + (
+            ro = _set(ro, promoting=True, promote_reason=BY_HAND + (
                 " (full)" if promote == "full" else ""))
         else:
             ro = _set(ro, skip_step=ro.step)
@@ -317,7 +319,8 @@ def _progress(inp: Inputs, p: _Progress, run: RunAssessment, analysis: dict[str,
     count the progress deadline while pods are awaited, say where the rollout is."""
     ro = p.ro
     state = inp.state(inp.target)
-    if ro.promoting and state.is_available(inp.replicas) and _gate_open(inp, ro):
+    if ro.promoting and state.is_available(inp.replicas) and _gate_open(inp, ro) and \
+            _still_passing(inp, ro, analysis):
         return _promote(inp, ro, analysis, notes)
     ro, failed = _wait_for_pods(inp, ro, inp.replicas if ro.promoting else p.pods, notes)
     if failed:
@@ -468,7 +471,10 @@ def _ab_test(inp: Inputs, ro: RolloutState, run: RunAssessment, analysis: dict[s
     ab = inp.spec.rollout.ab_test
     assert ab is not None  # the CRD requires it for ABTest
     pods = max(1, stepmath.canary_replicas(inp.replicas, ab.weight)) if inp.replicas else 0
-    active = _pods_ready(inp, pods) and _gate_open(inp, ro)
+    # Active once ready at its share; it stays active while it has a ready pod, so a share that grows
+    # with the total (autoscaling) is not a gap in the test while the new pods come up.
+    active = _gate_open(inp, ro) and (_pods_ready(inp, pods) or (ro.weight_at is not None
+                                                                  and inp.state(inp.target).ready > 0))
     if active != (ro.weight_at is not None):
         # A challenger that lost its pods had its users sent back to the stable revision: the test
         # starts again when it is back (as a blue-green preview's window does), so "ran 30m" means
@@ -516,6 +522,19 @@ def _span(secs: float) -> str:
 
 
 # --------------------------------------------------------------------------- gates
+BY_HAND = "promoted by annotation"
+
+
+def _still_passing(inp: Inputs, ro: RolloutState, analysis: dict[str, MetricState]) -> bool:
+    """A promotion decided on passing analysis completes only while every metric's latest verdict is
+    still Successful: a failure below failureLimit, thin data or a provider error measured while the
+    new revision's pods come up to full size (which takes longer the larger the total) holds it until
+    the next Successful measurement. A promotion by hand does not wait for analysis."""
+    if not inp.metrics or (ro.promote_reason or "").startswith(BY_HAND):
+        return True
+    return all((analysis.get(m.name) or MetricState()).verdict == Verdict.successful for m in inp.metrics)
+
+
 def _gate_open(inp: Inputs, ro: RolloutState) -> bool:
     """Users may reach the new revision: its golden prompts (if any) passed in this attempt."""
     return not inp.golden_configured or ro.golden_prompts == PASSED

@@ -25,22 +25,24 @@ from pydantic import ValidationError
 from modelops.config import OperatorConfig
 from modelops.domain import conditions as cond
 from modelops.domain.analysis import Measurement
+from modelops.domain.autoscaling import LoadSample
 from modelops.domain.conditions import Reason
 from modelops.domain.golden import GoldenAnswer
 from modelops.domain.observed import Observed
 from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus, ResolvedMetadata
 from modelops.domain.timestamps import iso
 
-from . import render, resources
+from . import autoscaling, render, resources
 from .contract import ANNOTATION_PREFIX, Event, Owner, Plan
 from .decide import IDLE, Inputs, decide
-from .engines.common import PlanError
+from .engines.common import PlanError, selector_labels
 from .status import F, T, StatusBuilder, apply_decision, metric_states
 
 
 def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datetime,
          measurements: list[Measurement] | None = None, golden: list[GoldenAnswer] | None = None,
-         metadata: ResolvedMetadata | None = None) -> Plan:
+         metadata: ResolvedMetadata | None = None, load: LoadSample | None = None) -> Plan:
+    """``load``: spec.autoscaling's latest measurement (planning/autoscaling.py), None when there is none."""
     old = ModelDeploymentStatus.model_validate(owner.status or {})
     st = StatusBuilder(old, owner.generation, now)
     out = Plan(clear_annotations=[ANNOTATION_PREFIX + c for c in owner.commands()])
@@ -57,7 +59,8 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     except PlanError as exc:
         return _invalid(owner, st, out, exc.field, exc.message)
 
-    _notify_warnings(st, out, spec, config)
+    auto = autoscaling.autoscale(spec, old, observed, load, now, target, config)
+    _warnings(st, out, spec, config, auto.warnings)
     ro = old.rollout or IDLE
     key = rollout_hash(spec)
     same_attempt = ro.revision == target and ro.rollout_hash == key
@@ -69,7 +72,7 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
         analysis=metric_states(old),
         # measured and asked for the revision in status' rollout: only that attempt may use them
         measurements=tuple(measurements or ()) if ro.revision else (),
-        golden=tuple(golden) if golden is not None and same_attempt else None)
+        golden=tuple(golden) if golden is not None and same_attempt else None, total=auto.total)
     d = decide(inputs)
     if measurements and d.rollout.revision:
         d = replace(d, rollout=d.rollout.model_copy(update={"last_measured_at": iso(now)}))
@@ -78,13 +81,16 @@ def plan(owner: Owner, observed: Observed, config: OperatorConfig, now: dt.datet
     rendered = render.render(owner.ref(), spec, config, target, resolved, d, observed, keep)
     out.apply, out.replicas, out.delete = rendered.apply, rendered.replicas, rendered.delete
     out.events.extend(d.events)
+    out.events.extend(auto.events)
     target_fields = {"model": spec.model.name, "source": resources.served_from(spec), "engine": spec.engine.type,
                      "image": spec.engine.image or _default_image(spec, config),
                      "metadata_generation": resolved[1] if resolved else None}
-    apply_decision(st, d, inputs.state(d.stable), spec.replicas, target_fields, target)
+    st.new.selector = pod_selector(owner.name)
+    st.new.autoscaling = auto.status
+    apply_decision(st, d, inputs.state(d.stable), inputs.replicas, target_fields, target, observed, auto.progress)
     out.status = st.finish()
     out.details.append(d.message)
-    for seconds in (d.requeue_after, rendered.requeue_after, config.resync_seconds):
+    for seconds in (d.requeue_after, rendered.requeue_after, auto.requeue_after, config.resync_seconds):
         if seconds is not None:
             out.wake_within(seconds)
     if not owner.status and not observed.revisions and not observed.services:
@@ -130,15 +136,29 @@ def _resolved_metadata(st: StatusBuilder, out: Plan, spec: ModelDeploymentSpec,
     return (known.uri, known.generation) if known else None
 
 
-def _notify_warnings(st: StatusBuilder, out: Plan, spec: ModelDeploymentSpec, config: OperatorConfig) -> None:
-    """Receivers named in the spec that the operator has not configured: said in status.warnings
-    (and once in a Warning Event, when the warning appears); the rollout goes on regardless."""
-    warnings = [f'spec.rollout.notify[{i}]: no receiver "{name}" is configured in the operator'
+def _warnings(st: StatusBuilder, out: Plan, spec: ModelDeploymentSpec, config: OperatorConfig,
+              replicas: tuple[str, ...] = ()) -> None:
+    """What is wrong but stops nothing, said in status.warnings (and once in a Warning Event, when
+    the warning appears): receivers named in the spec that the operator has not configured (the
+    rollout goes on regardless), and ``replicas``: spec.replicas changed while spec.autoscaling owns
+    the total (it is ignored)."""
+    warnings = [(Reason.UNKNOWN_RECEIVER, f'spec.rollout.notify[{i}]: no receiver "{name}" is configured in the '
+                                          'operator')
                 for i, name in enumerate(spec.rollout.notify) if name not in config.notify_receivers]
-    for text in warnings:
+    warnings += [(Reason.REPLICAS_IGNORED, text) for text in replicas]
+    for reason, text in warnings:
         if text not in (st.old.warnings or []):
-            out.events.append(Event("Warning", Reason.UNKNOWN_RECEIVER, text))
-    st.new.warnings = warnings or None
+            out.events.append(Event("Warning", reason, text))
+    st.new.warnings = [text for _, text in warnings] or None
+
+
+def pod_selector(name: str) -> str:
+    """The label selector of every revision's pods, as the scale subresource gives it (status.selector).
+
+    >>> pod_selector("chat")
+    'modelops.dev/deployment=chat'
+    """
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
 
 
 def _invalid(owner: Owner, st: StatusBuilder, out: Plan, field_path: str, message: str) -> Plan:

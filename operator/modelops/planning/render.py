@@ -46,9 +46,14 @@ def render(owner: dict[str, str], spec: ModelDeploymentSpec, config: OperatorCon
 
     replicas = dict(d.replicas)
     serving = {r for r, w in routing.shares.items() if w > 0} | ({routing.main} if not routing.split else set())
+    stable_ready = revisions[d.traffic.stable].ready if d.traffic.stable in revisions else 0
     for name in serving & set(revisions):
         if replicas.get(name, 0) == 0:  # a last resort: it keeps the pods it has
             replicas[name] = revisions[name].replicas
+        elif name != d.traffic.stable and stable_ready == 0:
+            # it carries the stable's users too (the stable has no ready pod): not shrunk to its own
+            # share meanwhile (a smaller autoscaled total, a step's size after a scale by hand)
+            replicas[name] = max(replicas[name], revisions[name].replicas)
     current = observed_hashes(observed)
     settled = all(current.get((o["kind"], o["metadata"]["name"])) == o["metadata"]["annotations"][ANNOTATION_APPLIED]
                   for o in objs if o["kind"] != "ConfigMap")

@@ -13,7 +13,8 @@ from typing import Any
 from modelops.domain import conditions as cond
 from modelops.domain.analysis import MetricState
 from modelops.domain.conditions import Reason
-from modelops.domain.observed import RevisionState
+from modelops.domain.autoscaling import serving
+from modelops.domain.observed import Observed, RevisionState
 from modelops.domain.spec import Condition, ConditionStatus, ModelDeploymentStatus, RevisionRecord
 from modelops.domain.timestamps import iso
 
@@ -59,8 +60,11 @@ class StatusBuilder:
 
 
 def apply_decision(st: StatusBuilder, d: Decision, stable_state: RevisionState, replicas: int,
-                   target_fields: dict[str, Any], target: str) -> None:
-    """Write the decision into the status: revisions, rollout state, analysis, conditions."""
+                   target_fields: dict[str, Any], target: str, observed: Observed | None = None,
+                   scaling: tuple[str, str] | None = None) -> None:
+    """Write the decision into the status: revisions, rollout state, analysis, conditions.
+    ``replicas``: the total (spec.replicas, or the autoscaled one); ``scaling``: the Progressing
+    reason and message while the serving revision scales up on autoscaling's word."""
     new = st.new
     new.stable_revision = d.stable
     new.canary_revision = d.canary
@@ -72,20 +76,26 @@ def apply_decision(st: StatusBuilder, d: Decision, stable_state: RevisionState, 
     for name, updates in d.records.items():
         st.record(name, **(target_fields if name == target else {}), **updates)
     new.message = d.message
-    new.replicas = replicas
+    # The scale subresource's current count: ready replicas of the revisions users' requests reach.
+    revisions = observed.revisions if observed is not None else {}
+    new.replicas = sum(revisions[r].ready for r in serving(d.stable, d.canary, d.weight) if r in revisions)
     new.ready_replicas = stable_state.ready if d.stable else 0
     new.ready = f"{min(new.ready_replicas, replicas)}/{replicas}"
-    _conditions(st, d, stable_state if d.stable else None, replicas)
+    _conditions(st, d, stable_state if d.stable else None, replicas, scaling)
 
 
-def _conditions(st: StatusBuilder, d: Decision, stable: RevisionState | None, want: int) -> None:
+def _conditions(st: StatusBuilder, d: Decision, stable: RevisionState | None, want: int,
+                scaling: tuple[str, str] | None = None) -> None:
     s = d.situation
     if s in (Situation.ROLLED_BACK, Situation.FAILED):
         st.condition(cond.PROGRESSING, F, d.reason, d.message)
         st.condition(cond.DEGRADED, T, d.reason, d.message)
     else:
         reason = {Situation.SERVING: Reason.REVISION_AVAILABLE, Situation.BAKING: "Baking"}.get(s, d.reason)
-        st.condition(cond.PROGRESSING, T, reason, d.message)
+        if s == Situation.SERVING and scaling:  # scaling up, as a Deployment is progressing while it scales up
+            st.condition(cond.PROGRESSING, T, *scaling)
+        else:
+            st.condition(cond.PROGRESSING, T, reason, d.message)
         st.condition(cond.DEGRADED, F, Reason.AS_EXPECTED, "")
     if stable is None:
         st.condition(cond.AVAILABLE, F, Reason.NO_REPLICAS_AVAILABLE, "no revision serves yet")

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from modelops.config import OperatorConfig
 from modelops.domain.analysis import Measurement
+from modelops.domain.autoscaling import IN_FLIGHT, LoadSample
 from modelops.domain.golden import GoldenAnswer
 from modelops.domain.observed import Observed, RevisionState, ServiceState
 from modelops.domain.spec import ModelDeploymentSpec, ModelDeploymentStatus
@@ -74,6 +75,7 @@ class Sim:
         self.plans: list[Plan] = []
         self.answer: Callable[[GoldenRequest], list[GoldenAnswer]] | None = None  # answers golden prompts when due
         self.last_writes: list[Write] = []
+        self.load: LoadSample | None = None  # spec.autoscaling's measurement, handed to every pass (as the adapter does)
         self._changed = False
 
     # --- the user -------------------------------------------------------------
@@ -170,16 +172,19 @@ class Sim:
 
     # --- the operator ---------------------------------------------------------
     def step(self, seconds: float = 0, measurements: list[Measurement] | None = None,
-             crash: str | int | None = None, golden: list | None = None, metadata: Any = None) -> Plan:
+             crash: str | int | None = None, golden: list | None = None, metadata: Any = None,
+             load: LoadSample | None = None) -> Plan:
         """Time passes, then one reconcile. ``crash``: the operator dies after that many of the
-        plan's writes (or "after-annotations" / "after-status")."""
+        plan's writes (or "after-annotations" / "after-status"). ``load``: this pass's autoscaling
+        measurement (default ``self.load``)."""
         self.tick(seconds)
         owner = Owner("chat", "ml", "uid-1", self.generation, copy.deepcopy(self.spec),
                       copy.deepcopy(self.status), dict(self.annotations))
         observed = self.observed()
         if golden is None and self.answer is not None:
             golden = self._ask(observed)
-        plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden, metadata)
+        plan = reconcile.plan(owner, observed, self.config, self.now, measurements, golden, metadata,
+                              self.load if load is None else load)
         todo = writes(plan, observed)
         if crash is not None:
             todo = todo[:CRASH_POINTS.get(crash, crash) if isinstance(crash, str) else crash]
@@ -355,3 +360,8 @@ def healthy(m: float = 0.01, samples: float = 100, stable: float | None = 0.01) 
 
 def measure(name: str, **kw: Any) -> Measurement:
     return Measurement(name, "q", **kw)
+
+
+def in_flight(total: float | None) -> LoadSample:
+    """An autoscaling sample: ``total`` requests in flight over the revisions that serve users (None: no data)."""
+    return LoadSample({IN_FLIGHT: total})

@@ -38,7 +38,9 @@ def test_printer_columns_and_names() -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
         "Model", "Engine", "Phase", "Stable", "Canary", "Weight", "Ready", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["md", "mdep"]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}}
 
 
 def test_reference_doc_is_not_stale() -> None:

@@ -8,7 +8,8 @@ import pytest
 MODULES = ["modelops.domain.steps", "modelops.domain.analysis", "modelops.domain.durations",
            "modelops.domain.source", "modelops.domain.revision", "modelops.planning.analysis", "modelops.domain.golden",
            "modelops.adapters.kube", "modelops.adapters.leader", "modelops.adapters.cache", "modelops.planning.decide",
-           "modelops.planning.engines.common", "modelops.planning.engines.hosted"]
+           "modelops.planning.engines.common", "modelops.planning.engines.hosted", "modelops.domain.autoscaling",
+           "modelops.planning.autoscaling", "modelops.planning.reconcile"]
 
 
 @pytest.mark.parametrize("name", MODULES)
