@@ -189,3 +189,22 @@ def test_a_revision_whose_answers_stop_being_json_is_rolled_back_on_invalid_json
     (rolled_back,) = [b for b in notified(notifications, namespace, "rolledback")
                       if b["data"]["kind"] == "rolledback"]
     assert "invalid-json" in rolled_back["data"]["message"] and "above max 0.02" in rolled_back["data"]["message"]
+
+
+def test_a_revision_whose_pods_never_come_up_fails_its_deadline_and_receivers_are_told(
+        api, cluster, namespace, operator, prometheus, notifications: Receiver, tmp_path) -> None:
+    """The ``failed`` notification: v2's pods can never be created (its ServiceAccount does not
+    exist, so the ReplicaSet is refused), so the rollout fails its progressDeadline; v1 serves on."""
+    v1m = canary(prometheus)
+    v1m["spec"]["rollout"]["progressDeadline"] = "15s"
+    v2m = with_changes(v1m, "spec.serviceAccountName", "no-such-account")
+    v1, v2 = revision(v1m), revision(v2m)
+    with Harness(api, namespace, "chat", prometheus, tmp_path) as h:
+        given_v1_then_v2(api, cluster, namespace, v1m, v2m, h)
+        obj = wait_phase(api, namespace, "chat", "Failed", timeout=120)
+        assert obj["status"]["stableRevision"] == v1
+        keeps_serving(h)
+    h.assert_no_outage()
+    assert h.requests_to(v2) == 0
+    (failed,) = [b for b in notified(notifications, namespace, "failed") if b["data"]["kind"] == "failed"]
+    assert failed["subject"] == v2 and "progressDeadline 15s" in failed["data"]["message"], failed["data"]
