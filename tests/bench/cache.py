@@ -37,6 +37,7 @@ import aiohttp
 
 from tests.components.servers import Gateway, LlamaServer, RedisServer, StubEngine
 from tests.inference.helpers import value
+from tests.support.wait import wait_for
 
 MODEL = "smollm2"
 PATHS = ("engine", "hit, memory", "hit, Redis")
@@ -96,11 +97,9 @@ def run(engine_kind: str, requests: int, rounds: int, max_tokens: int, token_del
             # Fill both caches (the engine's answer through each gateway), then check the next one is a hit.
             for gw in gateways.values():
                 asyncio.run(measure(gw.url, body, 1, fresh=True, expect="bypass"))
-                deadline = time.monotonic() + 10
-                while value(gw.metrics(), "modelops_gateway_cache_stores_total") < (1 if stream else 2):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"{gw.proc.name}: the answer was not stored\n{gw.log()}")
-                    time.sleep(0.05)
+                stored = 1 if stream else 2
+                wait_for(lambda: value(gw.metrics(), "modelops_gateway_cache_stores_total") >= stored, timeout=10,
+                         what=f"the answer stored by {gw.proc.name}")
             for round_ in range(rounds):
                 for path in PATHS:
                     gw = gateways["redis" if path == "hit, Redis" else "memory"]
